@@ -1,0 +1,99 @@
+from pathlib import Path
+
+import pytest
+
+from harness.errors import InvalidInput
+from harness.scenario import list_scenarios, load_scenario
+
+VALID = """
+name = "tiny"
+packages = ["requests>=2"]
+setup = "import os"
+
+[env]
+FLAG = "1"
+
+[budgets]
+init = 10
+invoke = 3
+
+[[phases]]
+name = "import json"
+code = "import json"
+budget = "init"
+"""
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "tiny.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_default_scenario_phases_and_budgets():
+    scenario = load_scenario("stripe-lambda")
+    assert [phase.name for phase in scenario.phases] == [
+        "import stripe",
+        "StripeClient()",
+    ]
+    assert [phase.budget for phase in scenario.phases] == ["init", "invoke"]
+    assert scenario.budgets == {"init": 10.0, "invoke": 3.0}
+    assert scenario.packages == ("requests",)
+
+
+def test_shipped_scenarios_all_load():
+    names = list_scenarios()
+    assert "stripe-lambda" in names
+    for name in names:
+        assert load_scenario(name).name == name
+
+
+def test_valid_file_round_trips(tmp_path):
+    scenario = load_scenario(write(tmp_path, VALID))
+    assert scenario.env == {"FLAG": "1"}
+    assert scenario.setup == "import os"
+    assert scenario.budgets == {"init": 10.0, "invoke": 3.0}
+    assert type(scenario).from_dict(scenario.to_dict()) == scenario
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ('budget = "init"', 'budget = "warm"'),
+            "phases[0].budget: 'warm' is not a budget (init, invoke)",
+        ),
+        (('name = "tiny"', 'nme = "tiny"'), "nme: unknown key"),
+        (('code = "import json"', 'code = "import ("'), "phases[0].code: invalid"),
+        (("init = 10", "init = -1"), "budgets.init: must be positive, not -1"),
+        (('FLAG = "1"', "FLAG = 1"), "env.FLAG: must be a string"),
+        (('["requests>=2"]', '["requests>=>2"]'), "packages: invalid requirement"),
+        (('name = "tiny"\n', ""), "name: missing (add a string value)"),
+    ],
+)
+def test_invalid_file_names_file_key_and_problem(tmp_path, edit, message):
+    old, new = edit
+    path = write(tmp_path, VALID.replace(old, new, 1))
+    with pytest.raises(InvalidInput) as caught:
+        load_scenario(path)
+    assert str(caught.value).startswith(f"invalid scenario {path}: ")
+    assert message in str(caught.value)
+
+
+def test_duplicate_phase_names_rejected(tmp_path):
+    doubled = VALID + VALID[VALID.index("[[phases]]") :]
+    with pytest.raises(InvalidInput, match="duplicate phase name 'import json'"):
+        load_scenario(write(tmp_path, doubled))
+
+
+def test_broken_toml_names_file(tmp_path):
+    path = write(tmp_path, "name = ")
+    with pytest.raises(InvalidInput, match=f"invalid scenario {path}: not valid TOML"):
+        load_scenario(path)
+
+
+def test_unknown_name_lists_known_scenarios():
+    with pytest.raises(InvalidInput) as caught:
+        load_scenario("no-such-scenario")
+    assert "unknown scenario 'no-such-scenario'" in str(caught.value)
+    assert "stripe-lambda" in str(caught.value)
