@@ -1,0 +1,65 @@
+"""Build a run's report from its files and write summary.json and report.md."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.analysis import Metric, Summary, summarise
+from harness.export import ReportData, get_exporter
+from harness.models import IterationRecord
+from harness.results import REPORT, SUMMARY, RunDirectory
+
+logger = logging.getLogger(__name__)
+
+
+def open_run(run_dir: RunDirectory | Path | str) -> RunDirectory:
+    if isinstance(run_dir, RunDirectory):
+        return run_dir
+    return RunDirectory.open(Path(run_dir))
+
+
+def build_report(
+    run_dir: RunDirectory | Path | str,
+    *,
+    metric: Metric = "wall",
+    alpha: float = 0.05,
+    min_effect: float = 0.05,
+) -> tuple[dict[str, Any], list[IterationRecord], Summary]:
+    """Read a run directory and summarise it with ``analysis.summarise``.
+
+    Raises InvalidInput when the directory contains no readable run.
+    """
+    directory = open_run(run_dir)
+    manifest = directory.read_manifest()
+    records = directory.read_records()
+    summary = summarise(
+        manifest, records, metric=metric, alpha=alpha, min_effect=min_effect
+    )
+    return manifest, records, summary
+
+
+def render(
+    fmt: str,
+    manifest: Mapping[str, Any],
+    records: Sequence[IterationRecord],
+    summary: Summary,
+) -> str:
+    """Render the report in format ``fmt`` ("table", "markdown" or "json")."""
+    report = ReportData(manifest=manifest, records=tuple(records), summary=summary)
+    return get_exporter(fmt).render(report)
+
+
+def write_report(
+    run_dir: RunDirectory | Path | str,
+    summary: Summary,
+    manifest: Mapping[str, Any],
+    records: Sequence[IterationRecord],
+) -> None:
+    """Write summary.json and report.md into the run directory, atomically."""
+    directory = open_run(run_dir)
+    for filename, fmt in ((SUMMARY, "json"), (REPORT, "markdown")):
+        directory.write_text(filename, render(fmt, manifest, records, summary))
+        logger.info("wrote %s", directory.path / filename)
