@@ -234,3 +234,14 @@ def test_get_exporter_unknown_format() -> None:
     assert str(caught.value) == (
         "unknown report format 'html'; choose one of: json, markdown, table"
     )
+
+
+def test_markdown_single_build_verdict_line() -> None:
+    manifest, records = load_stripe_run()
+    manifest = copy.deepcopy(manifest)
+    manifest["builds"] = manifest["builds"][:1]
+    baseline_records = [record for record in records if record.build == "15.3.0"]
+    summary = summarise(manifest, baseline_records)
+    text = render("markdown", manifest, baseline_records, summary)
+    assert text.splitlines()[0] == "**Budgets passed.**"
+    assert summary.comparisons == ()

@@ -109,7 +109,9 @@ def render_verdict_line(summary: Summary) -> str:
                 f"{escape_markdown(candidate)} vs {escape_markdown(summary.baseline)} "
                 f"({summary.metric} time): " + ", ".join(verdicts)
             )
-    return f"**{budgets}.** " + "; ".join(parts) + ("." if parts else "")
+    if not parts:
+        return f"**{budgets}.**"
+    return f"**{budgets}.** " + "; ".join(parts) + "."
 
 
 def format_short_verdict(comparison: Comparison) -> str:
