@@ -1,0 +1,451 @@
+"""Run the plan: one fresh, throttled container per iteration, interleaved.
+
+Each iteration starts a container from a build's image, runs the probe in it,
+turns the outcome into an IterationRecord (failures included) and removes the
+container. Records reach raw.jsonl as soon as each container finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Literal
+
+import requests
+from docker.errors import DockerException, ImageNotFound
+
+from harness.display import Display
+from harness.environment import Environment, utc_now
+from harness.errors import EngineUnavailable, Interrupted, InvalidInput
+from harness.models import (
+    FailureKind,
+    IterationRecord,
+    Limits,
+    PhaseResult,
+    PreparedBuild,
+    Scenario,
+)
+from harness.probe import (
+    ProbeOutputError,
+    excerpt_tail,
+    find_last_phase,
+    parse_probe_output,
+    probe_command,
+)
+from harness.results import RunDirectory
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+logger = logging.getLogger(__name__)
+
+Order = Literal["shuffle", "alternate"]
+ORDERS = ("shuffle", "alternate")
+
+# The CFS period is set explicitly so that the quantum of throttling is known:
+# 100 ms is the kernel's default and what `docker run --cpus` uses.
+CFS_PERIOD_US = 100_000
+# Time allowed for the engine to report a killed container's exit.
+KILL_WAIT_S = 30
+
+
+@dataclass(frozen=True)
+class PlannedIteration:
+    """One container run of one build; round and iteration count from 1."""
+
+    round: int
+    build: str
+    iteration: int
+
+
+def plan_iterations(
+    labels: list[str], iterations: int, order: str, seed: int
+) -> list[PlannedIteration]:
+    """Return the run order: each round runs every build once.
+
+    "alternate" keeps the label order in every round (A B A B ...). "shuffle"
+    shuffles each round with ``random.Random(seed)``, so the same seed gives the
+    same plan. Either way machine drift spreads over all builds, because no
+    build runs twice before every other build has run once.
+    """
+    validate_plan(labels, iterations, order)
+    rng = random.Random(seed)
+    plan = []
+    for round_number in range(1, iterations + 1):
+        round_labels = list(labels)
+        if order == "shuffle":
+            rng.shuffle(round_labels)
+        plan += [
+            PlannedIteration(round=round_number, build=label, iteration=round_number)
+            for label in round_labels
+        ]
+    return plan
+
+
+def validate_plan(labels: list[str], iterations: int, order: str) -> None:
+    if not labels:
+        raise InvalidInput("no builds to run: name at least one build")
+    if len(set(labels)) != len(labels):
+        raise InvalidInput(f"build labels must be unique, got {labels}")
+    if iterations < 1:
+        raise InvalidInput(f"invalid iterations {iterations}: must be at least 1")
+    if order not in ORDERS:
+        raise InvalidInput(f"invalid order {order!r}: choose shuffle or alternate")
+
+
+@dataclass(frozen=True)
+class ContainerRun:
+    """Exit status, timeout and OOM flags, and logs of one finished container."""
+
+    exit_code: int | None
+    timed_out: bool
+    oom_killed: bool
+    stdout: bytes
+    stderr: bytes
+    container_s: float
+
+
+def run_iteration(
+    client: docker.DockerClient,
+    build: PreparedBuild,
+    scenario: Scenario,
+    limits: Limits,
+    planned: PlannedIteration,
+    run_id: str,
+    now: Callable[[], datetime] = utc_now,
+    *,
+    labels: Mapping[str, str] | None = None,
+) -> IterationRecord:
+    """Run one container and return its record; a failure is a record too.
+
+    Engine errors become FailureKind.ENGINE records instead of exceptions, so the
+    caller decides whether the engine is still there. ``labels`` are added to
+    the container's ``coldstart.run`` and ``coldstart.build`` labels.
+    """
+    started_at = now().isoformat()
+    container_labels = {
+        "coldstart.run": run_id,
+        "coldstart.build": build.label,
+        **(labels or {}),
+    }
+    try:
+        run = run_container(client, build, scenario, limits, container_labels)
+    except (DockerException, requests.RequestException) as error:
+        logger.error(
+            "iteration %d of build %s failed on the engine: %s",
+            planned.iteration,
+            build.label,
+            error,
+        )
+        return IterationRecord(
+            build=build.label,
+            iteration=planned.iteration,
+            round=planned.round,
+            started_at=started_at,
+            container_s=0.0,
+            failure=FailureKind.ENGINE,
+            error=describe_engine_error(error, build),
+        )
+    return interpret_run(run, build.label, planned, started_at, limits)
+
+
+def container_options(
+    build: PreparedBuild,
+    scenario: Scenario,
+    limits: Limits,
+    labels: Mapping[str, str],
+) -> dict[str, Any]:
+    """Return the create() arguments: limits, no network, scenario env only."""
+    options: dict[str, Any] = {
+        "image": build.image_tag,
+        "command": probe_command(scenario),
+        # Only the scenario's variables: nothing from the host's environment.
+        "environment": dict(scenario.env),
+        "cpu_period": CFS_PERIOD_US,
+        "cpu_quota": int(limits.cpus * CFS_PERIOD_US),
+        "network_mode": "none",
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "labels": dict(labels),
+        "detach": True,
+    }
+    # TODO: non-root user, process limit and read-only root filesystem are
+    # not applied yet, so the code under test can still write inside its
+    # container and fork without bound.
+    if limits.memory_bytes is not None:
+        # Swap equal to the limit means no swap, so an overrun is an OOM kill.
+        options["mem_limit"] = limits.memory_bytes
+        options["memswap_limit"] = limits.memory_bytes
+    return options
+
+
+def run_container(
+    client: docker.DockerClient,
+    build: PreparedBuild,
+    scenario: Scenario,
+    limits: Limits,
+    labels: Mapping[str, str],
+) -> ContainerRun:
+    """Create, start and wait for one container; always remove it."""
+    options = container_options(build, scenario, limits, labels)
+    container = client.containers.create(**options)
+    try:
+        start = time.monotonic()
+        container.start()
+        exit_code, timed_out = wait_or_kill(container, limits.timeout_s)
+        container_s = time.monotonic() - start
+        container.reload()
+        return ContainerRun(
+            exit_code=exit_code,
+            timed_out=timed_out,
+            oom_killed=bool(container.attrs["State"].get("OOMKilled")),
+            stdout=container.logs(stdout=True, stderr=False),
+            stderr=container.logs(stdout=False, stderr=True),
+            container_s=container_s,
+        )
+    finally:
+        remove_container(container)
+
+
+def wait_or_kill(container: Container, timeout_s: float) -> tuple[int | None, bool]:
+    """Wait for the container to exit; kill it after ``timeout_s`` seconds.
+
+    Returns (exit code, whether it was killed for the timeout).
+    """
+    try:
+        result = container.wait(timeout=timeout_s)
+        return result.get("StatusCode"), False
+    except requests.RequestException as error:
+        if not is_read_timeout(error):
+            raise
+    logger.info("container %s timed out after %g s", container.short_id, timeout_s)
+    container.kill()
+    result = container.wait(timeout=KILL_WAIT_S)
+    return result.get("StatusCode"), True
+
+
+def is_read_timeout(error: requests.RequestException) -> bool:
+    """Tell a wait() that timed out from an engine that went away.
+
+    docker-py 7 reports a wait timeout as a ConnectionError that wraps
+    urllib3's ReadTimeoutError, not as requests' ReadTimeout.
+    """
+    if isinstance(error, requests.ReadTimeout):
+        return True
+    cause = error.args[0] if error.args else None
+    return type(cause).__name__ == "ReadTimeoutError"
+
+
+def remove_container(container: Container) -> None:
+    try:
+        container.remove(force=True)
+    except (DockerException, requests.RequestException) as error:
+        logger.warning("could not remove container %s: %s", container.short_id, error)
+
+
+def interpret_run(
+    run: ContainerRun,
+    label: str,
+    planned: PlannedIteration,
+    started_at: str,
+    limits: Limits,
+) -> IterationRecord:
+    """Turn a finished container into a record, naming the cause of a failure."""
+    fields: dict[str, Any] = {
+        "build": label,
+        "iteration": planned.iteration,
+        "round": planned.round,
+        "started_at": started_at,
+        "container_s": run.container_s,
+        "telemetry": {"exit_code": run.exit_code},
+    }
+    phase = find_last_phase(run.stderr)
+    if run.timed_out:
+        error = describe_timeout(phase, limits.timeout_s)
+        return IterationRecord(**fields, failure=FailureKind.TIMEOUT, error=error)
+    if run.oom_killed:
+        error = describe_out_of_memory(phase, limits.memory_bytes)
+        return IterationRecord(**fields, failure=FailureKind.OUT_OF_MEMORY, error=error)
+    try:
+        probe = parse_probe_output(run.stdout)
+    except ProbeOutputError as problem:
+        error = describe_probe_output_error(problem, run)
+        return IterationRecord(**fields, failure=FailureKind.PROBE_OUTPUT, error=error)
+    return record_from_probe(probe, fields)
+
+
+def record_from_probe(probe: dict[str, Any], fields: dict[str, Any]) -> IterationRecord:
+    """Build the record of a container whose probe wrote its record."""
+    telemetry = {
+        **fields["telemetry"],
+        "cgroup": probe.get("cgroup"),
+        "interpreter_start_s": probe.get("interpreter_start_s"),
+        "implementation": probe.get("implementation"),
+        "executable": probe.get("executable"),
+    }
+    phases = tuple(PhaseResult.from_dict(phase) for phase in probe["phases"])
+    record = IterationRecord(
+        **{**fields, "telemetry": telemetry},
+        phases=phases,
+        python_version=probe.get("python_version"),
+        peak_rss_kb=probe.get("peak_rss_kb"),
+    )
+    raised = probe.get("error")
+    if raised is None:
+        return record
+    error = f"phase {raised['phase']!r} raised {raised['message']}"
+    return replace(record, failure=FailureKind.PHASE_RAISED, error=error)
+
+
+def describe_timeout(phase: str | None, timeout_s: float) -> str:
+    if phase is None:
+        return f"container timed out after {timeout_s:g} s before the first phase"
+    return f"phase {phase!r} timed out after {timeout_s:g} s"
+
+
+def describe_out_of_memory(phase: str | None, memory_bytes: int | None) -> str:
+    limit = (
+        f"the {format_bytes(memory_bytes)} memory limit"
+        if memory_bytes is not None
+        else "the host's memory (no --memory limit set)"
+    )
+    where = f"phase {phase!r}" if phase else "the container"
+    return f"{where} ran out of memory: killed for exceeding {limit}"
+
+
+def describe_probe_output_error(problem: ProbeOutputError, run: ContainerRun) -> str:
+    stderr = excerpt_tail(run.stderr.decode("utf-8", errors="replace"))
+    return (
+        f"probe output unusable: {problem.problem} (exit code {run.exit_code}); "
+        f"stderr ends with: {stderr!r}"
+    )
+
+
+def describe_engine_error(error: Exception, build: PreparedBuild) -> str:
+    if isinstance(error, ImageNotFound):
+        return f"image {build.image_tag} not found (prepare the build again)"
+    explanation = getattr(error, "explanation", None)
+    return f"Docker engine error: {explanation or error}"
+
+
+def format_bytes(size: int) -> str:
+    """Format a byte count in binary units: 67108864 -> '64 MiB'."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size} B"
+
+
+def run_plan(
+    env: Environment,
+    run_dir: RunDirectory,
+    builds: dict[str, PreparedBuild],
+    scenario: Scenario,
+    limits: Limits,
+    plan: list[PlannedIteration],
+    display: Display,
+) -> list[IterationRecord]:
+    """Run every planned iteration in order, one container at a time.
+
+    Each record is appended to raw.jsonl before the next container starts.
+    SIGINT and SIGTERM raise Interrupted, after the running container is
+    removed. Setting the manifest's status is the caller's job. Raises
+    EngineUnavailable, after recording the failed iteration, when the engine
+    stops responding.
+    """
+    client = env.docker
+    records: list[IterationRecord] = []
+    display.start(len(plan), f"{scenario.name}: {len(builds)} builds")
+    try:
+        with raise_on_signals():
+            for planned in plan:
+                record = run_iteration(
+                    client,
+                    builds[planned.build],
+                    scenario,
+                    limits,
+                    planned,
+                    run_dir.run_id,
+                    env.now,
+                )
+                run_dir.append_record(record)
+                records.append(record)
+                display.advance(record)
+                if record.failure is FailureKind.ENGINE:
+                    check_engine(client, record)
+    except Interrupted:
+        remove_run_containers(client, run_dir.run_id)
+        raise
+    finally:
+        display.stop()
+    return records
+
+
+def remove_run_containers(client: docker.DockerClient, run_id: str) -> None:
+    """Remove any container left with this run's label.
+
+    run_container removes its own container, but a signal that arrives while
+    create() is in flight leaves one that it never saw.
+    """
+    try:
+        leftovers = client.containers.list(
+            all=True, filters={"label": f"coldstart.run={run_id}"}
+        )
+    except (DockerException, requests.RequestException) as error:
+        logger.warning("could not list containers of run %s: %s", run_id, error)
+        return
+    for container in leftovers:
+        logger.info("removing container %s of run %s", container.short_id, run_id)
+        remove_container(container)
+
+
+def check_engine(client: docker.DockerClient, record: IterationRecord) -> None:
+    """Raise EngineUnavailable unless the engine responds to a ping."""
+    try:
+        client.ping()
+    except (DockerException, requests.RequestException) as error:
+        raise EngineUnavailable(
+            f"the Docker engine stopped responding during iteration "
+            f"{record.iteration} of build {record.build!r}: {error} "
+            "(check that dockerd is running with `docker info`)"
+        ) from error
+
+
+@contextmanager
+def raise_on_signals(
+    signal_numbers: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> Iterator[None]:
+    """Make SIGINT and SIGTERM raise Interrupted in the main thread.
+
+    Only the first signal raises. Later ones are logged and ignored until the
+    block ends, so that the cleanup the first one started (removing the
+    running container) is not cut short. Outside the main thread, where Python
+    cannot install handlers, this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handle(signal_number: int, frame: FrameType | None) -> None:
+        if received:
+            logger.warning("signal %d ignored: already stopping", signal_number)
+            return
+        received.append(signal_number)
+        raise Interrupted(signal_number)
+
+    previous = {number: signal.signal(number, handle) for number in signal_numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
