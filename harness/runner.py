@@ -20,7 +20,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 import requests
-from docker.errors import DockerException, ImageNotFound
+from docker.errors import APIError, DockerException, ImageNotFound
+from urllib3.exceptions import ReadTimeoutError
 
 from harness.display import Display
 from harness.environment import Environment, utc_now
@@ -228,9 +229,22 @@ def wait_or_kill(container: Container, timeout_s: float) -> tuple[int | None, bo
         if not is_read_timeout(error):
             raise
     logger.info("container %s timed out after %g s", container.short_id, timeout_s)
-    container.kill()
+    timed_out = kill_container(container)
     result = container.wait(timeout=KILL_WAIT_S)
-    return result.get("StatusCode"), True
+    return result.get("StatusCode"), timed_out
+
+
+def kill_container(container: Container) -> bool:
+    """Kill the container; return False if it exited before the kill."""
+    try:
+        container.kill()
+    except APIError as error:
+        # 409 Conflict: the container is no longer running.
+        if error.status_code != 409:
+            raise
+        logger.info("container %s exited before it was killed", container.short_id)
+        return False
+    return True
 
 
 def is_read_timeout(error: requests.RequestException) -> bool:
@@ -242,7 +256,7 @@ def is_read_timeout(error: requests.RequestException) -> bool:
     if isinstance(error, requests.ReadTimeout):
         return True
     cause = error.args[0] if error.args else None
-    return type(cause).__name__ == "ReadTimeoutError"
+    return isinstance(cause, ReadTimeoutError)
 
 
 def remove_container(container: Container) -> None:

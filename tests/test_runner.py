@@ -24,6 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from images import TEST_LABELS, build_test_image, prepared_build
 from rich.console import Console
+from urllib3.exceptions import ReadTimeoutError
 
 from harness.display import RichDisplay, SilentDisplay, make_display
 from harness.environment import Environment
@@ -47,6 +48,7 @@ from harness.runner import (
     remove_run_containers,
     run_iteration,
     run_plan,
+    wait_or_kill,
 )
 
 MiB = 2**20
@@ -242,6 +244,42 @@ def test_out_of_memory_without_limit() -> None:
 )
 def test_format_bytes(size: int, text: str) -> None:
     assert format_bytes(size) == text
+
+
+class ExitedBeforeKill:
+    """A container whose wait() times out but which exits before kill()."""
+
+    short_id = "abc123"
+
+    def __init__(self) -> None:
+        self.waits = 0
+
+    def wait(self, timeout: float) -> dict[str, int]:
+        self.waits += 1
+        if self.waits == 1:
+            cause = ReadTimeoutError(None, "", "timed out")  # type: ignore[arg-type]
+            raise requests.ConnectionError(cause)
+        return {"StatusCode": 0}
+
+    def kill(self) -> None:
+        response = requests.Response()
+        response.status_code = 409
+        raise docker.errors.APIError("is not running", response=response)
+
+
+def test_exit_racing_the_kill_is_not_timeout() -> None:
+    container = ExitedBeforeKill()
+    assert wait_or_kill(container, 3) == (0, False)  # type: ignore[arg-type]
+    assert container.waits == 2
+
+
+def test_engine_error_while_waiting_propagates() -> None:
+    class Broken(ExitedBeforeKill):
+        def wait(self, timeout: float) -> dict[str, int]:
+            raise requests.ConnectionError("connection refused")
+
+    with pytest.raises(requests.ConnectionError):
+        wait_or_kill(Broken(), 3)  # type: ignore[arg-type]
 
 
 class UnreachableClient:
