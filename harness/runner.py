@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Order = Literal["shuffle", "alternate"]
 ORDERS = ("shuffle", "alternate")
 
 # The CFS period is set explicitly so that the quantum of throttling is known:
