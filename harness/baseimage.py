@@ -36,6 +36,7 @@ STAND_INS = {
     "python:3.13-slim": ("trixie", "coldstart/stand-in:python3.13-trixie"),
 }
 
+STAND_IN_LABEL = "coldstart.stand-in"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 STAND_IN_PACKAGES = "python3,python3-pip,python3-venv,ca-certificates"
 
@@ -76,12 +77,11 @@ def resolve_base_image(
     suite, tag = STAND_INS[requested]
     image = find_image(client, tag)
     if image is None:
-        build_stand_in(client, suite, tag, cache_dir=cache_dir, log=log)
+        build_stand_in(client, suite, tag, log, cache_dir=cache_dir)
         image = client.images.get(tag)
     else:
         log.info("using the stand-in %s built earlier", tag)
-    origin = f"stand-in built from Debian {suite} packages"
-    return describe_base_image(client, requested, tag, image, origin)
+    return describe_base_image(client, requested, tag, image, "stand-in")
 
 
 def find_image(client: docker.DockerClient, tag: str) -> Any | None:
@@ -132,12 +132,16 @@ def describe_api_error(error: docker.errors.APIError) -> str:
 def describe_base_image(
     client: docker.DockerClient, requested: str, tag: str, image: Any, origin: str
 ) -> BaseImage:
+    """Describe ``image``, recognising a stand-in by its label under any tag."""
+    suite = (image.labels or {}).get(STAND_IN_LABEL)
+    if suite:
+        origin = f"stand-in built from Debian {suite} packages"
     return BaseImage(
         requested=requested,
         tag=tag,
         image_id=image.id,
         python_version=image_python_version(client, tag),
-        stand_in=tag != requested,
+        stand_in=bool(suite),
         origin=origin,
     )
 
@@ -185,15 +189,16 @@ def build_stand_in(
     client: docker.DockerClient,
     suite: str,
     tag: str,
+    log: logging.Logger = logger,
     *,
     cache_dir: Path | None = None,
-    log: logging.Logger = logger,
 ) -> None:
     """Build image ``tag`` from Debian ``suite`` packages with debootstrap.
 
     The image behaves like ``python:*-slim`` where the measurement needs it
     (``python`` and ``python3`` on the PATH, pip, UTF-8 locale) and carries the
-    label ``coldstart.stand-in=<suite>``. It takes about 45 s and 300 MB.
+    label ``coldstart.stand-in=<suite>``. On a 2-CPU AMD EPYC virtual machine a
+    bookworm build took 57-72 s and gave a 289 MB image.
     """
     check_stand_in_tools()
     work_dir = (cache_dir or default_cache_dir()) / "stand-in"
@@ -254,7 +259,7 @@ def import_root(client: docker.DockerClient, root: Path, tag: str, suite: str) -
         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "ENV LANG=C.UTF-8",
         "ENV PIP_BREAK_SYSTEM_PACKAGES=1",
-        f"LABEL coldstart.stand-in={suite}",
+        f"LABEL {STAND_IN_LABEL}={suite}",
         'CMD ["python3"]',
     ]
     tar = subprocess.Popen(

@@ -183,3 +183,16 @@ def test_tree_without_mount_is_removed(tmp_path: Path) -> None:
     mounts.write_text(f"proc /proc proc rw 0 0\nproc {root}-other/proc proc rw 0 0\n")
     remove_root(root, logging.getLogger("test"), mounts)
     assert not root.exists()
+
+
+@pytest.mark.docker
+def test_stand_in_requested_by_tag(
+    base_image: BaseImage, docker_client: docker.DockerClient
+) -> None:
+    if not base_image.stand_in:
+        assert base_image.origin in ("local", "pulled")
+        return
+    direct = resolve_base_image(docker_client, base_image.tag)
+    assert direct.stand_in is True
+    assert direct.tag == base_image.tag
+    assert direct.origin == "stand-in built from Debian bookworm packages"
