@@ -132,7 +132,7 @@ def describe_api_error(error: docker.errors.APIError) -> str:
 def describe_base_image(
     client: docker.DockerClient, requested: str, tag: str, image: Any, origin: str
 ) -> BaseImage:
-    """Describe ``image``, recognising a stand-in by its label under any tag."""
+    """Return the BaseImage of ``image``, recognising a stand-in by its label."""
     suite = (image.labels or {}).get(STAND_IN_LABEL)
     if suite:
         origin = f"stand-in built from Debian {suite} packages"
