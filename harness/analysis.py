@@ -521,10 +521,10 @@ def warn_manifest(manifest: Mapping[str, Any]) -> list[ReportWarning]:
                 code="stand-in-image",
                 message=(
                     f"The base image {image.get('tag')} (Python "
-                    f"{image.get('python_version')}) is a stand-in built from "
-                    f"{image.get('origin')} because {image.get('requested')} could "
-                    "not be pulled, so timings may differ from that image. Run "
-                    "`coldstart image` on a host that can pull it to measure on it."
+                    f"{image.get('python_version')}) is a {image.get('origin')}, "
+                    f"used because {image.get('requested')} could not be pulled, "
+                    "so timings may differ from that image. Run `coldstart image` "
+                    "on a host that can pull it to measure on it."
                 ),
             )
         )

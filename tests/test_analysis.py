@@ -271,7 +271,7 @@ def test_summary_warns_from_manifest() -> None:
             "tag": "coldstart-base:bookworm",
             "python_version": "3.11.2",
             "stand_in": True,
-            "origin": "debootstrap",
+            "origin": "stand-in built from Debian bookworm packages",
         },
     )
     summary = summarise(manifest, make_records())

@@ -1,0 +1,394 @@
+"""Command-line interface: a thin click layer over the pipeline.
+
+All error handling lives in ``main``: a ColdstartError becomes one ``error:``
+line on stderr and its exit code; ``--traceback`` shows the full trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from rich.logging import RichHandler
+
+from harness import __version__
+from harness.environment import Environment
+from harness.errors import (
+    EXIT_CODE_HELP,
+    BuildFailed,
+    ColdstartError,
+    ExitCode,
+    GateFailed,
+    InvalidInput,
+    MeasurementFailed,
+)
+from harness.models import BuildSpec, FailureKind, Limits
+
+if TYPE_CHECKING:
+    from harness.pipeline import RunOutcome
+    from harness.results import RunDirectory
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+logger = logging.getLogger("harness")
+
+MEMORY_UNITS = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+MEMORY_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)$", re.IGNORECASE)
+# Docker rejects memory limits below 6 MiB.
+MIN_MEMORY_BYTES = 6 * 1024**2
+FORMATS = ["table", "markdown", "json"]
+
+_show_traceback = False
+
+
+def parse_memory(text: str | None) -> int | None:
+    """Return a memory limit such as ``128m`` in bytes, or None when not set."""
+    if text is None:
+        return None
+    match = MEMORY_PATTERN.match(text.strip())
+    if not match:
+        raise InvalidInput(
+            f"invalid --memory {text!r}: use a number with a unit b, k, m or g "
+            "(for example 128m)"
+        )
+    number, unit = match.groups()
+    value = int(float(number) * MEMORY_UNITS[unit.lower() or "b"])
+    if value < MIN_MEMORY_BYTES:
+        raise InvalidInput(
+            f"invalid --memory {text!r}: Docker needs at least 6m; use 128m "
+            "for a 128 MB Lambda function"
+        )
+    return value
+
+
+def configure_logging(quiet: bool, verbose: bool, env: Environment) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = RichHandler(
+        console=env.stderr, show_time=False, show_path=False, markup=False
+    )
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("harness")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_CODE_HELP,
+)
+@click.version_option(__version__, prog_name="coldstart")
+@click.option("--traceback", is_flag=True, help="Show the full traceback on errors.")
+@click.pass_context
+def cli(ctx: click.Context, traceback: bool) -> None:
+    """Measure how long a Python SDK takes to start cold in throttled containers.
+
+    \b
+    Each build is prepared once into an image; every iteration then starts a
+    fresh container with a CPU quota and no network, times each phase of the
+    scenario inside it, and the report compares the builds against budgets.
+    """
+    global _show_traceback
+    _show_traceback = traceback
+    ctx.obj = Environment()
+
+
+def output_options(command: F) -> F:
+    """Add ``--quiet`` and ``--verbose`` to a command."""
+    command = click.option(
+        "-v", "--verbose", is_flag=True, help="Log debug detail on stderr."
+    )(command)
+    return click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        help="Print only the report and errors: no progress bar, no step log.",
+    )(command)
+
+
+@cli.command(epilog="\b\n" + EXIT_CODE_HELP)
+@click.option(
+    "--baseline", metavar="SPEC", help="Build to compare against (label 'baseline')."
+)
+@click.option(
+    "--candidate", metavar="SPEC", help="Build under test (label 'candidate')."
+)
+@click.option(
+    "--build",
+    "extra_builds",
+    metavar="LABEL=SPEC",
+    multiple=True,
+    help="A further build; repeat for more. Without --baseline, the first "
+    "--build is the baseline.",
+)
+@click.option(
+    "--scenario",
+    default="stripe-lambda",
+    show_default=True,
+    metavar="NAME|PATH",
+    help="Scenario name in scenarios/, or the path of a scenario .toml file.",
+)
+@click.option(
+    "-n",
+    "--iterations",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Containers started per build, each one cold start.",
+)
+@click.option(
+    "--cpus",
+    type=click.FloatRange(min=0.01, max=64),
+    default=0.1,
+    show_default=True,
+    help="CPU share of each container in cores (0.1 = a CFS quota of 10 ms "
+    "per 100 ms period, like a 128 MB Lambda function).",
+)
+@click.option(
+    "--memory",
+    metavar="SIZE",
+    help="Memory limit of each container with a unit b, k, m or g "
+    "(for example 128m). Default: no limit.",
+)
+@click.option(
+    "--image",
+    default="python:3.11-slim",
+    show_default=True,
+    help="Base image. Pulled if missing; python:3.11-slim and python:3.13-slim "
+    "fall back to a stand-in built from Debian packages.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Seconds one container may run before it is killed and the "
+    "iteration counts as timed out.",
+)
+@click.option(
+    "--order",
+    type=click.Choice(["shuffle", "alternate"]),
+    default="shuffle",
+    show_default=True,
+    help="Order of builds within each round: shuffled, or A B A B.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    help="Seed of the shuffle, for a reproducible order. Default: random, "
+    "recorded in the manifest.",
+)
+@click.option(
+    "--results",
+    "results_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Directory that receives one subdirectory per run.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="Format of the report printed on stdout.",
+)
+@output_options
+@click.pass_obj
+def run(
+    env: Environment,
+    baseline: str | None,
+    candidate: str | None,
+    extra_builds: tuple[str, ...],
+    scenario: str,
+    iterations: int,
+    cpus: float,
+    memory: str | None,
+    image: str,
+    timeout: float,
+    order: str,
+    seed: int | None,
+    results_root: Path,
+    output_format: str,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    """Measure the builds' cold starts and write a report.
+
+    \b
+    A SPEC is a PyPI requirement (stripe==15.3.0), a local source checkout
+    (../stripe-python), a git ref of a local checkout (../stripe-python@v15.3.0)
+    or a wheel file.
+    """
+    from harness.pipeline import RunRequest, run_experiment
+    from harness.scenario import load_scenario
+
+    env.quiet = quiet
+    configure_logging(quiet, verbose, env)
+    specs = collect_specs(baseline, candidate, extra_builds)
+    request = RunRequest(
+        specs=specs,
+        baseline=specs[0].label,
+        scenario=load_scenario(scenario),
+        limits=Limits(cpus=cpus, memory_bytes=parse_memory(memory), timeout_s=timeout),
+        iterations=iterations,
+        image=image,
+        results_root=results_root,
+        order=order,
+        seed=seed if seed is not None else secrets.randbelow(2**31),
+        command=tuple(sys.argv),
+    )
+    outcome = run_experiment(env, request)
+    print_report(env, outcome.run_dir, output_format)
+    logger.info("wrote %s", outcome.run_dir.path)
+    raise_for_outcome(outcome)
+
+
+def collect_specs(
+    baseline: str | None, candidate: str | None, extra_builds: tuple[str, ...]
+) -> tuple[BuildSpec, ...]:
+    """Parse the build options into specs, baseline first; labels are unique."""
+    from harness.specs import parse_build_option, parse_spec
+
+    specs = []
+    if baseline:
+        specs.append(parse_spec("baseline", baseline))
+    if candidate:
+        specs.append(parse_spec("candidate", candidate))
+    specs.extend(parse_build_option(text) for text in extra_builds)
+    if len(specs) < 1:
+        raise InvalidInput(
+            "no builds given: pass --baseline SPEC and --candidate SPEC, "
+            "or --build LABEL=SPEC"
+        )
+    labels = [spec.label for spec in specs]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise InvalidInput(
+                f"build label {label!r} is used twice: give each --build a "
+                "distinct LABEL"
+            )
+    return tuple(specs)
+
+
+def print_report(env: Environment, run_dir: RunDirectory, output_format: str) -> None:
+    from harness.report import build_report, render
+
+    manifest, records, summary = build_report(run_dir)
+    text = render(output_format, manifest, records, summary)
+    env.stdout.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def raise_for_outcome(outcome: RunOutcome) -> None:
+    """Raise the error that matches the worst thing that happened in a run."""
+    failed_builds = outcome.failed_builds
+    if len(failed_builds) == 1:
+        raise failed_builds[0]
+    if failed_builds:
+        labels = ", ".join(repr(error.label) for error in failed_builds)
+        raise BuildFailed(labels, "see the error lines above")
+    records = outcome.records
+    failed = [r for r in records if r.failure and r.failure != FailureKind.BUILD]
+    if failed:
+        raise MeasurementFailed(
+            f"{len(failed)} of {len(records)} iterations failed "
+            f"(first: build {failed[0].build!r}, {failed[0].error}); "
+            f"details in {outcome.run_dir.raw_path}"
+        )
+    summary = outcome.summary
+    over = [check for check in summary.budget_checks if not check.passed]
+    if over:
+        first = over[0]
+        raise GateFailed(
+            f"budget exceeded: build {first.build!r}, budget {first.budget!r} "
+            f"({first.seconds:g} s): {first.over} of {first.n} iterations over, "
+            f"worst {first.worst_s:.3f} s"
+        )
+
+
+@cli.command(epilog="\b\n" + EXIT_CODE_HELP)
+@click.argument(
+    "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.pass_obj
+def report(env: Environment, run_dir: Path, output_format: str) -> None:
+    """Render the report of a stored run from its raw data alone."""
+    from harness.results import RunDirectory
+
+    print_report(env, RunDirectory.open(run_dir), output_format)
+
+
+@cli.command(epilog="\b\n" + EXIT_CODE_HELP)
+@click.option(
+    "--image",
+    default="python:3.11-slim",
+    show_default=True,
+    help="Base image to check.",
+)
+@click.pass_obj
+def doctor(env: Environment, image: str) -> None:
+    """Check the engine and the base image, and print how to fix any gap."""
+    from harness.doctor import run_doctor
+
+    configure_logging(False, False, env)
+    run_doctor(env, image)
+
+
+@cli.command(epilog="\b\n" + EXIT_CODE_HELP)
+@click.option(
+    "--image",
+    default="python:3.11-slim",
+    show_default=True,
+    help="Base image to pull, or to stand in for by a Debian-built image.",
+)
+@output_options
+@click.pass_obj
+def image(env: Environment, image: str, quiet: bool, verbose: bool) -> None:
+    """Pull the base image, or build its stand-in where it cannot be pulled."""
+    from harness.baseimage import resolve_base_image
+
+    configure_logging(quiet, verbose, env)
+    base = resolve_base_image(env.docker, image, cache_dir=env.cache_dir)
+    env.stdout.print(
+        f"{base.tag} ({base.origin}): Python {base.python_version}, "
+        f"image {base.image_id[:19]}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and turn every user-facing failure into an exit code."""
+    try:
+        cli.main(args=argv, prog_name="coldstart", standalone_mode=False)
+    except click.exceptions.Exit as stop:
+        sys.exit(stop.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(ExitCode.INVALID_INPUT)
+    except click.exceptions.Abort:
+        sys.exit(ExitCode.INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(ExitCode.INTERRUPTED)
+    except ColdstartError as error:
+        if _show_traceback:
+            traceback.print_exc()
+        click.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)

@@ -1,0 +1,184 @@
+"""The main job as a pipeline: scenario, builds, plan, run, analyse, report."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.baseimage import resolve_base_image
+from harness.builds import prepare_build
+from harness.display import make_display
+from harness.engine import engine_info, host_info
+from harness.environment import Environment
+from harness.errors import BuildFailed, Interrupted
+from harness.models import (
+    BaseImage,
+    BuildSpec,
+    FailureKind,
+    IterationRecord,
+    Limits,
+    PreparedBuild,
+    Scenario,
+)
+from harness.report import build_report, write_report
+from harness.results import RunDirectory, new_run_id
+from harness.runner import plan_iterations, run_plan
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything ``coldstart run`` was asked to do."""
+
+    specs: tuple[BuildSpec, ...]
+    baseline: str
+    scenario: Scenario
+    limits: Limits
+    iterations: int
+    image: str
+    results_root: Path
+    order: str = "shuffle"
+    seed: int = 0
+    command: tuple[str, ...] = ()
+
+
+@dataclass
+class RunOutcome:
+    """Result of a finished run: its directory, summary, failed builds and records."""
+
+    run_dir: RunDirectory
+    summary: Any
+    failed_builds: list[BuildFailed] = field(default_factory=list)
+    records: list[IterationRecord] = field(default_factory=list)
+
+
+def run_experiment(env: Environment, request: RunRequest) -> RunOutcome:
+    """Prepare every build, run the interleaved plan and write the report.
+
+    A build that fails to prepare is recorded and skipped so that the others
+    are still measured. On a signal the manifest is marked interrupted, the
+    report is written from what was measured, and Interrupted propagates.
+    """
+    base = resolve_base_image(env.docker, request.image, cache_dir=env.cache_dir)
+    run_dir = RunDirectory.create(request.results_root, new_run_id(env.now()))
+    logger.info("results go to %s", run_dir.path)
+    run_dir.write_manifest(initial_manifest(env, request, base, run_dir.run_id))
+
+    try:
+        prepared, failures = prepare_builds(env, request, base, run_dir)
+        records = measure(env, request, run_dir, prepared)
+    except Interrupted:
+        finish_run(env, run_dir, status="interrupted")
+        raise
+    summary = finish_run(env, run_dir, status="complete")
+    return RunOutcome(run_dir, summary, failures, records)
+
+
+def initial_manifest(
+    env: Environment, request: RunRequest, base: BaseImage, run_id: str
+) -> dict[str, Any]:
+    """Return the manifest as written before the first build is prepared."""
+    return {
+        "tool": {"name": "coldstart", "version": __version__},
+        "run_id": run_id,
+        "command": list(request.command),
+        "status": "running",
+        "started_at": env.now().isoformat(),
+        "finished_at": None,
+        "scenario": request.scenario.to_dict(),
+        "baseline": request.baseline,
+        "builds": [],
+        "failed_builds": [],
+        "base_image": base.to_dict(),
+        "limits": request.limits.to_dict(),
+        "plan": {
+            "iterations": request.iterations,
+            "order": request.order,
+            "seed": request.seed,
+        },
+        "host": host_info(),
+        "engine": engine_info(env.docker),
+        "harness_python": platform.python_version(),
+        "python_versions": [],
+    }
+
+
+def prepare_builds(
+    env: Environment, request: RunRequest, base: BaseImage, run_dir: RunDirectory
+) -> tuple[list[PreparedBuild], list[BuildFailed]]:
+    """Prepare each build once; record a failed build and go on with the rest."""
+    prepared: list[PreparedBuild] = []
+    failures: list[BuildFailed] = []
+    for spec in request.specs:
+        logger.info("preparing build %s (%s)", spec.label, spec.raw)
+        try:
+            build = prepare_build(env, spec, request.scenario, base)
+        except BuildFailed as error:
+            logger.error("%s", error)
+            failures.append(error)
+            record_build_failure(env, run_dir, spec, error)
+            continue
+        prepared.append(build)
+        run_dir.update_manifest(builds=[b.to_dict() for b in prepared])
+    return prepared, failures
+
+
+def record_build_failure(
+    env: Environment, run_dir: RunDirectory, spec: BuildSpec, error: BuildFailed
+) -> None:
+    manifest = run_dir.read_manifest()
+    failed = manifest.get("failed_builds", [])
+    failed.append({"label": spec.label, "spec": spec.to_dict(), "error": error.cause})
+    run_dir.update_manifest(failed_builds=failed)
+    record = IterationRecord(
+        build=spec.label,
+        iteration=0,
+        round=0,
+        started_at=env.now().isoformat(),
+        container_s=0.0,
+        failure=FailureKind.BUILD,
+        error=error.cause,
+    )
+    run_dir.append_record(record)
+
+
+def measure(
+    env: Environment,
+    request: RunRequest,
+    run_dir: RunDirectory,
+    prepared: list[PreparedBuild],
+) -> list[IterationRecord]:
+    """Run the interleaved plan over the prepared builds."""
+    if not prepared:
+        return []
+    labels = [build.label for build in prepared]
+    plan = plan_iterations(labels, request.iterations, request.order, request.seed)
+    logger.info(
+        "running %d containers: %d builds x %d iterations at --cpus %g",
+        len(plan),
+        len(labels),
+        request.iterations,
+        request.limits.cpus,
+    )
+    display = make_display(env)
+    builds = {build.label: build for build in prepared}
+    return run_plan(
+        env, run_dir, builds, request.scenario, request.limits, plan, display
+    )
+
+
+def finish_run(env: Environment, run_dir: RunDirectory, status: str) -> Any:
+    """Mark the run finished and write summary.json and report.md."""
+    records = run_dir.read_records()
+    versions = sorted({r.python_version for r in records if r.python_version})
+    run_dir.update_manifest(
+        status=status, finished_at=env.now().isoformat(), python_versions=versions
+    )
+    manifest, records, summary = build_report(run_dir)
+    write_report(run_dir, summary, manifest, records)
+    return summary

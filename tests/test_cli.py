@@ -1,0 +1,116 @@
+"""CLI behaviour without containers: options, bad input, exit codes."""
+
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import parse_memory
+from harness.errors import InvalidInput
+
+
+def coldstart(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("128m", 128 * 1024**2), ("1g", 1024**3), ("64M", 64 * 1024**2), (None, None)],
+)
+def test_parse_memory_units(text, expected):
+    assert parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("text", ["12x", "m", "-5m", "1 gb"])
+def test_parse_memory_rejects_text(text):
+    with pytest.raises(InvalidInput, match=f"invalid --memory '{text}'"):
+        parse_memory(text)
+
+
+def test_parse_memory_rejects_tiny_limit():
+    with pytest.raises(InvalidInput, match="Docker needs at least 6m"):
+        parse_memory("1m")
+
+
+def test_help_lists_exit_codes_and_units():
+    result = coldstart("run", "--help")
+    assert result.returncode == 0
+    assert "3    the Docker engine or the base image is unavailable" in result.stdout
+    assert "130  interrupted (SIGINT)" in result.stdout
+    assert "CPU share of each container in cores" in result.stdout
+    assert "Memory limit of each container with a unit" in result.stdout
+
+
+def test_run_without_builds_exits_2():
+    result = coldstart("run")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: no builds given: pass --baseline SPEC and --candidate SPEC, "
+        "or --build LABEL=SPEC"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_run_with_bad_spec_exits_2_in_one_line():
+    result = coldstart("run", "--baseline", "stripe=15.3.0", "--candidate", "x==1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: invalid build spec 'stripe=15.3.0'")
+    assert result.stdout == ""
+
+
+def test_run_with_duplicate_labels_exits_2():
+    result = coldstart("run", "--build", "a=stripe==1", "--build", "a=stripe==2")
+    assert result.returncode == 2
+    assert "build label 'a' is used twice" in result.stderr
+
+
+def test_run_with_unknown_scenario_exits_2():
+    result = coldstart(
+        "run",
+        "--baseline",
+        "stripe==1",
+        "--candidate",
+        "stripe==2",
+        "--scenario",
+        "nope",
+    )
+    assert result.returncode == 2
+    assert "error: unknown scenario 'nope'" in result.stderr
+
+
+def test_run_with_bad_memory_exits_2():
+    result = coldstart(
+        "run",
+        "--baseline",
+        "stripe==1",
+        "--candidate",
+        "stripe==2",
+        "--memory",
+        "lots",
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: invalid --memory 'lots': use a number with a unit b, k, m or g "
+        "(for example 128m)"
+    )
+
+
+def test_report_on_non_run_directory_exits_2(tmp_path):
+    result = coldstart("report", str(tmp_path))
+    assert result.returncode == 2
+    assert "not a coldstart run directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_click_usage_error_exits_2():
+    result = coldstart("run", "--cpus", "zero")
+    assert result.returncode == 2
+    assert "Invalid value for '--cpus'" in result.stderr
