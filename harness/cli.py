@@ -44,6 +44,8 @@ MEMORY_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)$", re.IGNORECASE)
 # Docker rejects memory limits below 6 MiB.
 MIN_MEMORY_BYTES = 6 * 1024**2
 FORMATS = ["table", "markdown", "json"]
+# "\b" keeps click from rewrapping the table of exit codes.
+EXIT_CODE_EPILOG = "\b\n" + EXIT_CODE_HELP
 
 _show_traceback = False
 
@@ -82,7 +84,7 @@ def configure_logging(quiet: bool, verbose: bool, env: Environment) -> None:
 
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog=EXIT_CODE_HELP,
+    epilog=EXIT_CODE_EPILOG,
 )
 @click.version_option(__version__, prog_name="coldstart")
 @click.option("--traceback", is_flag=True, help="Show the full traceback on errors.")
@@ -113,7 +115,7 @@ def output_options(command: F) -> F:
     )(command)
 
 
-@cli.command(epilog="\b\n" + EXIT_CODE_HELP)
+@cli.command(epilog=EXIT_CODE_EPILOG)
 @click.option(
     "--baseline", metavar="SPEC", help="Build to compare against (label 'baseline')."
 )
@@ -314,7 +316,7 @@ def raise_for_outcome(outcome: RunOutcome) -> None:
         )
 
 
-@cli.command(epilog="\b\n" + EXIT_CODE_HELP)
+@cli.command(epilog=EXIT_CODE_EPILOG)
 @click.argument(
     "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
@@ -334,7 +336,7 @@ def report(env: Environment, run_dir: Path, output_format: str) -> None:
     print_report(env, RunDirectory.open(run_dir), output_format)
 
 
-@cli.command(epilog="\b\n" + EXIT_CODE_HELP)
+@cli.command(epilog=EXIT_CODE_EPILOG)
 @click.option(
     "--image",
     default="python:3.11-slim",
@@ -350,7 +352,7 @@ def doctor(env: Environment, image: str) -> None:
     run_doctor(env, image)
 
 
-@cli.command(epilog="\b\n" + EXIT_CODE_HELP)
+@cli.command(epilog=EXIT_CODE_EPILOG)
 @click.option(
     "--image",
     default="python:3.11-slim",
