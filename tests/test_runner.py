@@ -464,7 +464,7 @@ def test_throttled_phase_wall_exceeds_cpu(
     assert cgroup["cpu_period_us"] == 100_000
     assert cgroup["totals"]["nr_throttled"] >= phase.cgroup["nr_throttled"]
     assert record.telemetry["exit_code"] == 0
-    assert record.python_version == "3.11.2"
+    assert record.python_version.startswith("3.11.")
     assert record.container_s > phase.wall_s
 
 
@@ -477,9 +477,10 @@ def test_full_cpu_wall_close_to_cpu(
     assert record.ok, record.error
     (phase,) = record.phases
     assert 0.05 <= phase.cpu_s < 0.08
-    # Unthrottled, the phase waits less than one CFS period for a CPU even on a
-    # busy host, where at cpus=0.1 it waits about four.
-    assert phase.wall_s - phase.cpu_s < 0.1
+    # At cpus=0.1 the same phase waits about 0.45 s in four throttled periods.
+    # Unthrottled, it waits only for other load on the host, which on a busy
+    # 2-core machine was seen to reach 0.15 s.
+    assert phase.wall_s - phase.cpu_s < 0.3
     assert phase.cgroup is not None
     assert phase.cgroup["nr_throttled"] == 0
     assert record.telemetry["cgroup"]["cpu_quota_us"] == 100_000
