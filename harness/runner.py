@@ -23,6 +23,7 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound
 from urllib3.exceptions import ReadTimeoutError
 
+from harness.clean import harness_labels
 from harness.display import Display
 from harness.environment import Environment, utc_now
 from harness.errors import EngineUnavailable, Interrupted, InvalidInput
@@ -56,6 +57,24 @@ ORDERS = ("shuffle", "alternate")
 CFS_PERIOD_US = 100_000
 # Time allowed for the engine to report a killed container's exit.
 KILL_WAIT_S = 30
+# Isolation of the code under test: user and group 65534 are "nobody" in
+# Debian and in the python images. 256 processes is far above what an SDK's
+# import needs and low enough to stop a fork bomb.
+CONTAINER_USER = "65534:65534"
+PIDS_LIMIT = 256
+CONTAINER_HOME = "/tmp"
+TMPFS_SIZE = "64m"
+# Pause before retrying after an engine error, times the attempt number.
+RETRY_DELAY_S = 1.0
+# Options of containers.create() that would widen what the container reaches.
+ESCAPE_OPTIONS = ("volumes", "mounts", "volumes_from", "devices", "privileged")
+REQUIRED_OPTIONS: dict[str, Any] = {
+    "network_mode": "none",
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+    "user": CONTAINER_USER,
+    "read_only": True,
+}
 
 
 @dataclass(frozen=True)
@@ -164,28 +183,50 @@ def container_options(
     limits: Limits,
     labels: Mapping[str, str],
 ) -> dict[str, Any]:
-    """Return the create() arguments: limits, no network, scenario env only."""
+    """Return the create() arguments: limits, isolation, scenario env only.
+
+    The code under test runs as ``nobody`` with no network, no capabilities,
+    at most PIDS_LIMIT processes and a read-only root filesystem. Only /tmp is
+    writable, a tmpfs of TMPFS_SIZE that counts against the memory limit.
+    """
     options: dict[str, Any] = {
         "image": build.image_tag,
         "command": probe_command(scenario),
-        # Only the scenario's variables: nothing from the host's environment.
-        "environment": dict(scenario.env),
+        # HOME and the scenario's variables: nothing from the host's
+        # environment. A scenario may set HOME itself.
+        "environment": {"HOME": CONTAINER_HOME, **scenario.env},
         "cpu_period": CFS_PERIOD_US,
         "cpu_quota": int(limits.cpus * CFS_PERIOD_US),
         "network_mode": "none",
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
+        "user": CONTAINER_USER,
+        "pids_limit": PIDS_LIMIT,
+        "read_only": True,
+        "tmpfs": {CONTAINER_HOME: f"rw,nosuid,nodev,size={TMPFS_SIZE},mode=1777"},
         "labels": dict(labels),
         "detach": True,
     }
-    # TODO: non-root user, process limit and read-only root filesystem are
-    # not applied yet, so the code under test can still write inside its
-    # container and fork without bound.
     if limits.memory_bytes is not None:
         # Swap equal to the limit means no swap, so an overrun is an OOM kill.
         options["mem_limit"] = limits.memory_bytes
         options["memswap_limit"] = limits.memory_bytes
+    check_isolation(options)
     return options
+
+
+def check_isolation(options: Mapping[str, Any]) -> None:
+    """Raise ValueError if container options could let the code under test out.
+
+    Measurement containers mount nothing: a mounted Docker socket would hand
+    the code under test the whole engine, so any mount option is an error.
+    """
+    for key in ESCAPE_OPTIONS:
+        if options.get(key):
+            raise ValueError(f"container option {key!r} is not allowed")
+    for key, value in REQUIRED_OPTIONS.items():
+        if options.get(key) != value:
+            raise ValueError(f"container option {key!r} must be {value!r}")
 
 
 def run_container(
@@ -366,8 +407,11 @@ def run_plan(
     limits: Limits,
     plan: list[PlannedIteration],
     display: Display,
+    retries: int = 0,
 ) -> list[IterationRecord]:
     """Run every planned iteration in order, one container at a time.
+
+    An engine error is retried up to ``retries`` times before it is recorded.
 
     Each record is appended to raw.jsonl before the next container starts.
     SIGINT and SIGTERM raise Interrupted, after the running container is
@@ -381,7 +425,7 @@ def run_plan(
     try:
         with raise_on_signals():
             for planned in plan:
-                record = run_iteration(
+                record = run_with_retries(
                     client,
                     builds[planned.build],
                     scenario,
@@ -389,6 +433,7 @@ def run_plan(
                     planned,
                     run_dir.run_id,
                     env.now,
+                    retries=retries,
                 )
                 run_dir.append_record(record)
                 records.append(record)
@@ -401,6 +446,47 @@ def run_plan(
     finally:
         display.stop()
     return records
+
+
+def run_with_retries(
+    client: docker.DockerClient,
+    build: PreparedBuild,
+    scenario: Scenario,
+    limits: Limits,
+    planned: PlannedIteration,
+    run_id: str,
+    now: Callable[[], datetime] = utc_now,
+    *,
+    retries: int = 0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> IterationRecord:
+    """Run one iteration, running it again after an engine error.
+
+    Only FailureKind.ENGINE failures are retried, after RETRY_DELAY_S times the
+    attempt number. A retried record notes its ``engine_retries`` in telemetry.
+    """
+    labels = harness_labels()
+    attempt = 0
+    while True:
+        record = run_iteration(
+            client, build, scenario, limits, planned, run_id, now, labels=labels
+        )
+        if record.failure is not FailureKind.ENGINE or attempt >= retries:
+            break
+        attempt += 1
+        logger.warning(
+            "retrying iteration %d of build %s (retry %d of %d) after: %s",
+            planned.iteration,
+            build.label,
+            attempt,
+            retries,
+            record.error,
+        )
+        sleep(RETRY_DELAY_S * attempt)
+    if attempt:
+        telemetry = {**record.telemetry, "engine_retries": attempt}
+        record = replace(record, telemetry=telemetry)
+    return record
 
 
 def remove_run_containers(client: docker.DockerClient, run_id: str) -> None:

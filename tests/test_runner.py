@@ -178,7 +178,7 @@ def test_container_options_apply_limits() -> None:
     limits = Limits(cpus=0.1, memory_bytes=128 * MiB, timeout_s=60)
     options = container_options(build, scenario, limits, {"coldstart.run": "r1"})
     assert options["image"] == "coldstart/build:abc"
-    assert options["environment"] == {"SDK_MODE": "lazy"}
+    assert options["environment"] == {"HOME": "/tmp", "SDK_MODE": "lazy"}
     assert options["cpu_period"] == 100_000
     assert options["cpu_quota"] == 10_000
     assert options["mem_limit"] == 128 * MiB
