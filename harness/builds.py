@@ -44,6 +44,7 @@ from harness.models import (
     SpecKind,
     WheelInfo,
 )
+from harness.results import safe_file_name
 from harness.sources import (
     SourceIdentity,
     export_source,
@@ -100,7 +101,8 @@ def prepare_build(
             "python": base.python_version,
         }
     )
-    build_log = env.cache_dir / "logs" / f"build-{spec.label}-{key[:16]}.log"
+    log_name = safe_file_name(f"build-{spec.label}-{key[:16]}.log")
+    build_log = env.cache_dir / "logs" / log_name
     build_log.parent.mkdir(parents=True, exist_ok=True)
     try:
         wheelhouse = prepare_wheelhouse(

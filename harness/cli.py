@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 from rich.logging import RichHandler
 
 from harness import __version__
@@ -24,6 +25,7 @@ from harness.errors import (
     EXIT_CODE_HELP,
     BuildFailed,
     ColdstartError,
+    EngineUnavailable,
     ExitCode,
     GateFailed,
     InvalidInput,
@@ -203,10 +205,26 @@ def output_options(command: F) -> F:
     show_default=True,
     help="Format of the report printed on stdout.",
 )
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0, max=100),
+    default=0,
+    show_default=True,
+    help="Times an iteration is run again after a Docker engine error before "
+    "it counts as failed.",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    metavar="RUN_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Complete the missing iterations of an interrupted run, with the "
+    "builds, scenario and settings its manifest records.",
+)
 @output_options
-@click.pass_obj
+@click.pass_context
 def run(
-    env: Environment,
+    ctx: click.Context,
     baseline: str | None,
     candidate: str | None,
     extra_builds: tuple[str, ...],
@@ -220,6 +238,8 @@ def run(
     seed: int | None,
     results_root: Path,
     output_format: str,
+    retries: int,
+    resume_dir: Path | None,
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -230,11 +250,18 @@ def run(
     (../stripe-python), a git ref of a local checkout (../stripe-python@v15.3.0)
     or a wheel file.
     """
-    from harness.pipeline import RunRequest, run_experiment
+    from harness.pipeline import RunRequest, resume_experiment, run_experiment
     from harness.scenario import load_scenario
 
+    env: Environment = ctx.obj
     env.quiet = quiet
     configure_logging(quiet, verbose, env)
+    if resume_dir is not None:
+        check_resume_options(ctx)
+        outcome = resume_experiment(env, resume_dir, retries)
+        print_report(env, outcome.run_dir, output_format)
+        raise_for_outcome(outcome)
+        return
     specs = collect_specs(baseline, candidate, extra_builds)
     request = RunRequest(
         specs=specs,
@@ -247,11 +274,45 @@ def run(
         order=order,
         seed=seed if seed is not None else secrets.randbelow(2**31),
         command=tuple(sys.argv),
+        retries=retries,
     )
     outcome = run_experiment(env, request)
     print_report(env, outcome.run_dir, output_format)
     logger.info("wrote %s", outcome.run_dir.path)
     raise_for_outcome(outcome)
+
+
+# Options that a resumed run takes from its manifest.
+RECORDED_OPTIONS = (
+    "baseline",
+    "candidate",
+    "extra_builds",
+    "scenario",
+    "iterations",
+    "cpus",
+    "memory",
+    "image",
+    "timeout",
+    "order",
+    "seed",
+    "results_root",
+)
+
+
+def check_resume_options(ctx: click.Context) -> None:
+    """Reject options that --resume takes from the run's manifest instead."""
+    given = [
+        max(param.opts, key=len)
+        for param in ctx.command.params
+        if param.name in RECORDED_OPTIONS
+        and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+    ]
+    if given:
+        flags = ", ".join(given)
+        raise InvalidInput(
+            f"{flags} cannot be combined with --resume: a resumed run uses the "
+            "builds and settings recorded in its manifest"
+        )
 
 
 def collect_specs(
@@ -373,6 +434,43 @@ def image(env: Environment, image: str, quiet: bool, verbose: bool) -> None:
         markup=False,
         highlight=False,
     )
+
+
+@cli.command(epilog="\b\n" + EXIT_CODE_HELP)
+@click.option(
+    "--run",
+    "run_id",
+    metavar="RUN_ID",
+    help="Remove this run's containers, even if its coldstart process is "
+    "still running. Default: the containers of every run whose coldstart "
+    "process has exited.",
+)
+@click.option(
+    "--images",
+    is_flag=True,
+    help="Also remove every build image (coldstart/build:*). The base image "
+    "and its stand-in stay.",
+)
+@output_options
+@click.pass_obj
+def clean(
+    env: Environment, run_id: str | None, images: bool, quiet: bool, verbose: bool
+) -> None:
+    """Remove containers, and on request images, that coldstart left behind."""
+    from harness.clean import clean as clean_engine
+
+    configure_logging(quiet, verbose, env)
+    result = clean_engine(env.docker, run_id=run_id, images=images)
+    env.stdout.print(
+        f"removed {len(result.containers)} containers and {len(result.images)} images",
+        markup=False,
+        highlight=False,
+    )
+    if result.errors:
+        raise EngineUnavailable(
+            f"could not remove {len(result.errors)} items (first: "
+            f"{result.errors[0]}); run `coldstart clean` again"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
+from harness import __version__, resume
 from harness.baseimage import resolve_base_image
 from harness.builds import prepare_build
+from harness.clean import warn_about_dead_runs
 from harness.display import make_display
 from harness.engine import engine_info, host_info
 from harness.environment import Environment
-from harness.errors import BuildFailed, Interrupted
+from harness.errors import BuildFailed, EngineUnavailable, Interrupted
 from harness.models import (
     BaseImage,
     BuildSpec,
@@ -25,7 +28,7 @@ from harness.models import (
     Scenario,
 )
 from harness.report import build_report, write_report
-from harness.results import RunDirectory, new_run_id
+from harness.results import ResultsUnwritable, RunDirectory, new_run_id
 from harness.runner import plan_iterations, run_plan
 
 logger = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ class RunRequest:
     order: str = "shuffle"
     seed: int = 0
     command: tuple[str, ...] = ()
+    retries: int = 0
 
 
 @dataclass
@@ -65,18 +69,62 @@ def run_experiment(env: Environment, request: RunRequest) -> RunOutcome:
     report is written from what was measured, and Interrupted propagates.
     """
     base = resolve_base_image(env.docker, request.image, cache_dir=env.cache_dir)
+    warn_about_dead_runs(env.docker)
     run_dir = RunDirectory.create(request.results_root, new_run_id(env.now()))
     logger.info("results go to %s", run_dir.path)
     run_dir.write_manifest(initial_manifest(env, request, base, run_dir.run_id))
 
-    try:
+    with stop_on_failure(env, run_dir):
         prepared, failures = prepare_builds(env, request, base, run_dir)
         records = measure(env, request, run_dir, prepared)
-    except Interrupted:
-        finish_run(env, run_dir, status="interrupted")
-        raise
     summary = finish_run(env, run_dir, status="complete")
     return RunOutcome(run_dir, summary, failures, records)
+
+
+@contextmanager
+def stop_on_failure(env: Environment, run_dir: RunDirectory) -> Iterator[None]:
+    """Mark the run interrupted and write its report when the block stops it.
+
+    A signal, an engine that stopped responding and a results directory that
+    can no longer be written all stop a run. What was measured stays in
+    raw.jsonl, and ``coldstart run --resume`` completes the run later.
+    """
+    try:
+        yield
+    except (Interrupted, EngineUnavailable, ResultsUnwritable) as error:
+        logger.error("run %s stopped: %s", run_dir.run_id, error)
+        try:
+            finish_run(env, run_dir, status="interrupted", stop_reason=str(error))
+        except ResultsUnwritable as write_error:
+            logger.error("could not mark the run interrupted: %s", write_error)
+        raise
+
+
+def resume_experiment(env: Environment, path: Path, retries: int = 0) -> RunOutcome:
+    """Run the iterations an interrupted run is missing, then write its report.
+
+    Raises InvalidInput, before anything runs, when the run's builds, base
+    image or scenario can no longer be reproduced.
+    """
+    run_dir = RunDirectory.open(path)
+    manifest = resume.load_resumable(run_dir)
+    scenario = resume.scenario_from_manifest(manifest)
+    resume.check_base_image(env, manifest)
+    prepared = resume.builds_from_manifest(env, manifest)
+    plan = resume.remaining_plan(manifest, prepared, run_dir.read_records())
+    warn_about_dead_runs(env.docker)
+    resumed_at = [*manifest.get("resumed_at", []), env.now().isoformat()]
+    run_dir.update_manifest(status="running", resumed_at=resumed_at)
+    logger.info("resuming run %s: %d iterations left", run_dir.run_id, len(plan))
+    limits = resume.limits_from_manifest(manifest)
+    builds = {build.label: build for build in prepared}
+    with stop_on_failure(env, run_dir):
+        run_plan(
+            env, run_dir, builds, scenario, limits, plan, make_display(env), retries
+        )
+    summary = finish_run(env, run_dir, status="complete")
+    failed = [BuildFailed(f["label"], f["error"]) for f in manifest["failed_builds"]]
+    return RunOutcome(run_dir, summary, failed, run_dir.read_records())
 
 
 def initial_manifest(
@@ -168,16 +216,28 @@ def measure(
     display = make_display(env)
     builds = {build.label: build for build in prepared}
     return run_plan(
-        env, run_dir, builds, request.scenario, request.limits, plan, display
+        env,
+        run_dir,
+        builds,
+        request.scenario,
+        request.limits,
+        plan,
+        display,
+        request.retries,
     )
 
 
-def finish_run(env: Environment, run_dir: RunDirectory, status: str) -> Any:
+def finish_run(
+    env: Environment, run_dir: RunDirectory, status: str, stop_reason: str | None = None
+) -> Any:
     """Mark the run finished and write summary.json and report.md."""
     records = run_dir.read_records()
     versions = sorted({r.python_version for r in records if r.python_version})
     run_dir.update_manifest(
-        status=status, finished_at=env.now().isoformat(), python_versions=versions
+        status=status,
+        finished_at=env.now().isoformat(),
+        python_versions=versions,
+        stop_reason=stop_reason,
     )
     manifest, records, summary = build_report(run_dir)
     write_report(run_dir, summary, manifest, records)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 from datetime import datetime
@@ -46,6 +47,23 @@ class ResultsUnwritable(ColdstartError):
         self.path = path
 
 
+# Characters kept in names derived from labels, git refs or run ids.
+UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_NAME_LENGTH = 80
+
+
+def safe_file_name(text: str) -> str:
+    """Return ``text`` as a single, visible path component.
+
+    Runs of characters other than letters, digits, '.', '_' and '-' become
+    '-', and leading dots and dashes are dropped, so ``jar/lazy-imports``
+    becomes ``jar-lazy-imports`` and ``../../etc`` becomes ``etc``. The result
+    is never empty, '.' or '..', and at most MAX_NAME_LENGTH characters.
+    """
+    name = UNSAFE_NAME_CHARACTERS.sub("-", text).lstrip(".-")[:MAX_NAME_LENGTH]
+    return name or "unnamed"
+
+
 def new_run_id(now: datetime) -> str:
     """Return a run id such as ``20261204-154300-3fa2``, sortable by time."""
     return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
@@ -60,7 +78,14 @@ class RunDirectory:
 
     @classmethod
     def create(cls, root: Path, run_id: str) -> RunDirectory:
-        """Create ``root/run_id``; raises if it exists, so no run is overwritten."""
+        """Create ``root/run_id``; raises if it exists, so no run is overwritten.
+
+        Raises InvalidInput when ``run_id`` is not a plain file name.
+        """
+        if safe_file_name(run_id) != run_id:
+            raise InvalidInput(
+                f"invalid run id {run_id!r}: use letters, digits, '.', '_' or '-'"
+            )
         path = root / run_id
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -155,7 +180,7 @@ class RunDirectory:
 
     def write_text(self, name: str, text: str) -> None:
         """Write a file in the run directory atomically (temp file + rename)."""
-        if Path(name).name != name:
+        if Path(name).name != name or name in (".", ".."):
             raise ValueError(f"not a plain file name: {name!r}")
         target = self.path / name
         try:
