@@ -64,6 +64,9 @@ def parse_spec(label: str, text: str, cwd: Path | None = None) -> BuildSpec:
             f"empty build spec for build {label!r}: give a requirement, wheel, "
             "directory or PATH@REF"
         )
+    if not text.isprintable():
+        # A NUL byte makes every file system call raise ValueError.
+        raise spec_error(label, text, "contains control characters")
     if text.endswith(".whl") and "://" not in text:
         return parse_wheel(label, text, base)
     if (git_spec := parse_git_ref(label, text, base)) is not None:
