@@ -8,6 +8,7 @@ is tested without an engine.
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import threading
@@ -41,6 +42,7 @@ from harness.results import RunDirectory
 from harness.runner import (
     ContainerRun,
     PlannedIteration,
+    check_isolation,
     container_options,
     format_bytes,
     interpret_run,
@@ -48,6 +50,7 @@ from harness.runner import (
     remove_run_containers,
     run_iteration,
     run_plan,
+    run_with_retries,
     wait_or_kill,
 )
 
@@ -739,3 +742,135 @@ def test_leftover_run_containers_removed(
     assert len(containers_of_run(client, run_id)) == 2
     remove_run_containers(client, run_id)
     assert containers_of_run(client, run_id) == []
+
+
+# ---------------------------------------------------------------------------
+# isolation of the code under test
+
+HARDENING_PROBE = """\
+import errno, json, os, socket, threading, time
+found = {"uid": os.getuid(), "gid": os.getgid()}
+try:
+    open("/probe-write", "w")
+except OSError as error:
+    found["root_write"] = errno.errorcode[error.errno]
+with open("/tmp/probe-write", "w") as handle:
+    found["tmp_write"] = handle.write("ok")
+found["home"] = os.environ["HOME"]
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+except OSError as error:
+    found["raw_socket"] = errno.errorcode[error.errno]
+try:
+    socket.create_connection(("127.0.0.1", 9), timeout=2)
+except OSError as error:
+    found["loopback"] = errno.errorcode[error.errno]
+found["docker_socket"] = os.path.exists("/var/run/docker.sock")
+lines = open("/proc/self/status").read().splitlines()
+status = dict(line.split(":\\t") for line in lines)
+found["cap_eff"] = status["CapEff"].strip()
+found["no_new_privs"] = status["NoNewPrivs"].strip()
+found["pids_max"] = open("/sys/fs/cgroup/pids/pids.max").read().strip()
+threads = []
+try:
+    for _ in range(400):
+        thread = threading.Thread(target=time.sleep, args=(5,), daemon=True)
+        thread.start()
+        threads.append(thread)
+except RuntimeError:
+    pass
+found["threads_started"] = len(threads)
+raise Exception(json.dumps(found, sort_keys=True))
+"""
+
+
+def test_container_options_isolate() -> None:
+    build = prepared_build("sdk", "coldstart/build:abc")
+    options = container_options(build, make_scenario(), Limits(), {})
+    assert options["user"] == "65534:65534"
+    assert options["pids_limit"] == 256
+    assert options["read_only"] is True
+    assert options["tmpfs"] == {"/tmp": "rw,nosuid,nodev,size=64m,mode=1777"}
+    assert options["security_opt"] == ["no-new-privileges"]
+    for key in ("volumes", "mounts", "privileged", "devices", "volumes_from"):
+        assert key not in options
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"volumes": {"/var/run/docker.sock": {}}}, "'volumes' is not allowed"),
+        ({"mounts": ["/var/run/docker.sock"]}, "'mounts' is not allowed"),
+        ({"privileged": True}, "'privileged' is not allowed"),
+        ({"user": "0"}, "'user' must be '65534:65534'"),
+        ({"network_mode": "host"}, "'network_mode' must be 'none'"),
+    ],
+)
+def test_check_isolation_rejects_escapes(extra: dict[str, Any], message: str) -> None:
+    build = prepared_build("sdk", "coldstart/build:abc")
+    options = {**container_options(build, make_scenario(), Limits(), {}), **extra}
+    with pytest.raises(ValueError, match=message):
+        check_isolation(options)
+
+
+@pytest.mark.docker
+def test_hardening_seen_from_inside(
+    client: docker.DockerClient, sdk_build: PreparedBuild, run_id: str
+) -> None:
+    scenario = make_scenario(
+        ("probe", HARDENING_PROBE), ("import burner", "import burner")
+    )
+    record = run_once(client, sdk_build, scenario, Limits(cpus=1.0), run_id)
+    assert record.failure is FailureKind.PHASE_RAISED
+    assert record.error is not None
+    found = json.loads(record.error.removeprefix("phase 'probe' raised Exception: "))
+    assert found["uid"] == 65534
+    assert found["gid"] == 65534
+    assert found["root_write"] == "EROFS"
+    assert found["tmp_write"] == 2
+    assert found["home"] == "/tmp"
+    assert found["raw_socket"] == "EPERM"
+    assert found["loopback"] == "ECONNREFUSED"
+    assert found["docker_socket"] is False
+    assert found["cap_eff"] == "0000000000000000"
+    assert found["no_new_privs"] == "1"
+    assert found["pids_max"] == "256"
+    assert 200 < found["threads_started"] < 256
+
+
+@pytest.mark.docker
+def test_sdk_imports_as_nobody(
+    client: docker.DockerClient, sdk_build: PreparedBuild, run_id: str
+) -> None:
+    """site-packages is world-readable, and the missing .pyc writes do no harm."""
+    scenario = make_scenario(
+        ("import burner", "import burner"), ("json", "import json")
+    )
+    record = run_once(client, sdk_build, scenario, Limits(cpus=1.0), run_id)
+    assert record.ok, record.error
+    assert [phase.name for phase in record.phases] == ["import burner", "json"]
+
+
+def test_engine_error_retried_then_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    outcomes = iter([FailureKind.ENGINE, FailureKind.ENGINE, None, FailureKind.ENGINE])
+
+    def fake_iteration(*args: Any, **kwargs: Any) -> IterationRecord:
+        failure = next(outcomes)
+        return IterationRecord("sdk", 1, 1, "t", 0.0, failure=failure, error="gone")
+
+    monkeypatch.setattr("harness.runner.run_iteration", fake_iteration)
+    delays: list[float] = []
+    build = prepared_build("sdk", "img")
+    record = run_with_retries(
+        None, build, make_scenario(), Limits(), PLANNED, "r", retries=3,
+        sleep=delays.append,
+    )  # fmt: skip
+    assert record.ok
+    assert record.telemetry["engine_retries"] == 2
+    assert delays == [1.0, 2.0]
+    failed = run_with_retries(
+        None, build, make_scenario(), Limits(), PLANNED, "r", retries=0,
+        sleep=delays.append,
+    )  # fmt: skip
+    assert failed.failure is FailureKind.ENGINE
+    assert "engine_retries" not in failed.telemetry
