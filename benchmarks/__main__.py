@@ -14,6 +14,7 @@ from pathlib import Path
 # Section name -> module under benchmarks/. Each module's run() returns Markdown.
 SECTIONS = {
     "overhead": "benchmarks.overhead",
+    "robustness": "benchmarks.robustness",
 }
 
 BENCHMARKS_FILE = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
