@@ -108,7 +108,7 @@ def warn_about_dead_runs(client: docker.DockerClient) -> None:
 
 @dataclass(frozen=True)
 class CleanResult:
-    """What ``coldstart clean`` removed, and what it could not remove."""
+    """Items ``coldstart clean`` removed, and errors for those it could not."""
 
     containers: tuple[str, ...] = ()
     images: tuple[str, ...] = ()

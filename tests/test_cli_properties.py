@@ -1,4 +1,4 @@
-"""Property tests: any scenario file or build spec gets one clean answer.
+"""Property tests: any scenario file or build spec gets one clean result.
 
 The CLI runs in-process through ``harness.cli.main``, with the experiment
 itself replaced, so an input is either accepted (it reaches the experiment) or
@@ -44,7 +44,7 @@ def run_cli(argv: list[str]) -> tuple[int | None, str]:
     return 0, stderr.getvalue()
 
 
-def assert_clean_answer(code: int | None, stderr: str) -> None:
+def assert_clean_result(code: int | None, stderr: str) -> None:
     assert "Traceback" not in stderr
     if code is None:
         return
@@ -103,7 +103,7 @@ def render_scenario(table: dict[str, Any], phase_tables: list[dict[str, Any]]) -
 
 @settings(max_examples=150, deadline=None)
 @given(table=tables, phase_tables=phases, garbage=st.text(max_size=20))
-def test_any_scenario_file_clean_answer(
+def test_any_scenario_file_handled(
     table: dict[str, Any], phase_tables: list[dict[str, Any]], garbage: str
 ) -> None:
     document = render_scenario(table, phase_tables)
@@ -113,7 +113,7 @@ def test_any_scenario_file_clean_answer(
             path.write_text(text, encoding="utf-8", errors="surrogatepass")
             argv = ["run", "--baseline", "a==1", "--candidate", "a==2"]
             code, stderr = run_cli([*argv, "--scenario", str(path)])
-        assert_clean_answer(code, stderr)
+        assert_clean_result(code, stderr)
 
 
 @settings(
@@ -122,17 +122,17 @@ def test_any_scenario_file_clean_answer(
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(spec=st.text(max_size=30), label=st.text(max_size=12))
-def test_any_build_spec_clean_answer(spec: str, label: str) -> None:
+def test_any_build_spec_handled(spec: str, label: str) -> None:
     for argv in (
         ["run", "--baseline", spec, "--candidate", "x==1"],
         ["run", "--build", f"{label}={spec}"],
     ):
         code, stderr = run_cli(argv)
-        assert_clean_answer(code, stderr)
+        assert_clean_result(code, stderr)
 
 
 @settings(max_examples=100, deadline=None)
 @given(spec=st.sampled_from(["..@", "/@HEAD", ".@--help", "./@x", "~@x", "a@b@c"]))
-def test_ref_like_specs_clean_answer(spec: str) -> None:
+def test_ref_like_specs_handled(spec: str) -> None:
     code, stderr = run_cli(["run", "--baseline", spec, "--candidate", "x==1"])
-    assert_clean_answer(code, stderr)
+    assert_clean_result(code, stderr)
