@@ -12,6 +12,7 @@ Relative paths are resolved against ``cwd`` and stored absolute.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 from pathlib import Path
@@ -78,7 +79,10 @@ def parse_spec(label: str, text: str, cwd: Path | None = None) -> BuildSpec:
 
 
 def resolve_path(text: str, base: Path) -> Path:
-    path = Path(text).expanduser()
+    path = Path(text)
+    # "~name" of a user that does not exist stays a relative path.
+    with contextlib.suppress(RuntimeError):
+        path = path.expanduser()
     if not path.is_absolute():
         path = base / path
     return path.resolve()

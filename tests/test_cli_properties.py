@@ -132,7 +132,11 @@ def test_any_build_spec_handled(spec: str, label: str) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(spec=st.sampled_from(["..@", "/@HEAD", ".@--help", "./@x", "~@x", "a@b@c"]))
+@given(
+    spec=st.sampled_from(
+        ["..@", "/@HEAD", ".@--help", "./@x", "~@x", "a@b@c", "~0", "~nobody0@x"]
+    )
+)
 def test_ref_like_specs_handled(spec: str) -> None:
     code, stderr = run_cli(["run", "--baseline", spec, "--candidate", "x==1"])
     assert_clean_result(code, stderr)
