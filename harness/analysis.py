@@ -85,6 +85,29 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class PairedPhaseComparison:
+    """One phase of a candidate build compared with the baseline, round by round."""
+
+    phase: str
+    baseline: str
+    candidate: str
+    metric: Metric
+    result: stats.PairedComparison
+
+
+@dataclass(frozen=True)
+class NodeSummary:
+    """Medians of one build's phase on one node of a swarm run."""
+
+    node: str
+    build: str
+    phase: str
+    n: int
+    wall_median: float
+    cpu_median: float
+
+
+@dataclass(frozen=True)
 class BudgetCheck:
     """Iterations of one build against one budget.
 
@@ -142,6 +165,8 @@ class Summary:
     failures: tuple[FailureCount, ...]
     warnings: tuple[ReportWarning, ...]
     passed: bool
+    paired: tuple[PairedPhaseComparison, ...] = ()
+    nodes: tuple[NodeSummary, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Convert to JSON-ready data, with None for NaN and infinite values."""
@@ -161,6 +186,8 @@ class Summary:
             "budgets": [budget_check_to_dict(c) for c in self.budget_checks],
             "failures": [vars(f) for f in self.failures],
             "warnings": [vars(w) for w in self.warnings],
+            "paired": [paired_to_dict(c) for c in self.paired],
+            "nodes": [node_summary_to_dict(n) for n in self.nodes],
         }
 
 
@@ -219,6 +246,27 @@ def comparison_to_dict(comparison: Comparison) -> dict[str, Any]:
         "reason": result.reason,
         "iterations_needed": result.iterations_needed,
     }
+
+
+def paired_to_dict(comparison: PairedPhaseComparison) -> dict[str, Any]:
+    result = comparison.result
+    return {
+        "phase": comparison.phase,
+        "baseline": comparison.baseline,
+        "candidate": comparison.candidate,
+        "metric": comparison.metric,
+        "pairs": result.pairs,
+        "ratio": to_json_number(result.ratio),
+        "ratio_ci": interval_to_list(result.ratio_ci),
+        "p_value": to_json_number(result.p_value),
+    }
+
+
+def node_summary_to_dict(summary: NodeSummary) -> dict[str, Any]:
+    data = vars(summary).copy()
+    data["wall_median"] = to_json_number(summary.wall_median)
+    data["cpu_median"] = to_json_number(summary.cpu_median)
+    return data
 
 
 def budget_check_to_dict(check: BudgetCheck) -> dict[str, Any]:
@@ -382,6 +430,83 @@ def compare_builds(
             )
             comparisons.append(Comparison(phase, baseline, candidate, metric, result))
     return tuple(comparisons)
+
+
+def compare_rounds(
+    frame: pd.DataFrame,
+    *,
+    baseline: str,
+    candidates: Sequence[str],
+    phases: Sequence[str],
+    metric: Metric,
+    confidence: float,
+) -> tuple[PairedPhaseComparison, ...]:
+    """Pair each candidate's iterations with the baseline's of the same round.
+
+    Rounds where either build has no value for the phase are left out.
+    """
+    column = METRIC_COLUMNS[metric]
+    comparisons = []
+    for candidate in candidates:
+        for phase in phases:
+            in_phase = frame[frame["phase"] == phase]
+            base = in_phase[in_phase["build"] == baseline].set_index("round")[column]
+            cand = in_phase[in_phase["build"] == candidate].set_index("round")[column]
+            rounds = sorted(set(base.index) & set(cand.index))
+            result = stats.compare_paired(
+                base.loc[rounds].tolist(),
+                cand.loc[rounds].tolist(),
+                confidence=confidence,
+            )
+            comparisons.append(
+                PairedPhaseComparison(phase, baseline, candidate, metric, result)
+            )
+    return tuple(comparisons)
+
+
+def summarise_nodes(
+    frame: pd.DataFrame,
+    records: Sequence[IterationRecord],
+    builds: Sequence[str],
+    phases: Sequence[str],
+) -> tuple[NodeSummary, ...]:
+    """Describe each (node, build, phase) of records that name their node.
+
+    Records of the local backend name no node, so a local run has none.
+    """
+    node_of = {
+        (record.build, record.round): record.telemetry["node"]["hostname"]
+        for record in records
+        if isinstance(record.telemetry.get("node"), Mapping)
+    }
+    if not node_of or frame.empty:
+        return ()
+    keys = zip(frame["build"], frame["round"], strict=True)
+    nodes = frame.assign(node=[node_of.get(key) for key in keys]).dropna(
+        subset=["node"]
+    )
+    summaries = []
+    for node in sorted(set(nodes["node"])):
+        for build in builds:
+            for phase in phases:
+                rows = nodes[
+                    (nodes["node"] == node)
+                    & (nodes["build"] == build)
+                    & (nodes["phase"] == phase)
+                ]
+                if rows.empty:
+                    continue
+                summaries.append(
+                    NodeSummary(
+                        node=node,
+                        build=build,
+                        phase=phase,
+                        n=len(rows),
+                        wall_median=float(rows["wall_s"].median()),
+                        cpu_median=float(rows["cpu_s"].median()),
+                    )
+                )
+    return tuple(summaries)
 
 
 def check_budgets(
@@ -612,6 +737,14 @@ def summarise(
         min_effect=min_effect,
         confidence=confidence,
     )
+    paired = compare_rounds(
+        frame,
+        baseline=baseline,
+        candidates=[build for build in builds if build != baseline],
+        phases=phases,
+        metric=metric,
+        confidence=confidence,
+    )
     budget_checks = check_budgets(
         frame,
         builds=builds,
@@ -640,4 +773,6 @@ def summarise(
         failures=failures,
         warnings=tuple(warnings),
         passed=bool(budget_checks) and all(c.passed for c in budget_checks),
+        paired=paired,
+        nodes=summarise_nodes(frame, parsed, builds, phases),
     )

@@ -12,6 +12,9 @@ Sources:
   scipy.stats.mannwhitneyu. With its default ``method="auto"``, scipy computes
   the exact distribution for small samples without ties and a normal
   approximation otherwise.
+- Wilcoxon signed-rank test (F. Wilcoxon, 1945), two-sided, through
+  scipy.stats.wilcoxon on paired samples (one pair per round). Pairs with a
+  zero difference are dropped (its default ``zero_method="wilcox"``).
 """
 
 from __future__ import annotations
@@ -298,3 +301,70 @@ def decide_verdict(
         f"wide to decide at a minimum effect of {min_effect:.0%}"
     )
     return Verdict.INCONCLUSIVE, reason, needed
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Candidate against baseline, paired by round.
+
+    ``ratio`` is the median over rounds of candidate over baseline, and
+    ``ratio_ci`` its percentile bootstrap CI. Pairing cancels drift of the
+    host that is slower than one round, which unpaired medians still carry.
+    """
+
+    pairs: int
+    ratio: float
+    ratio_ci: Interval
+    p_value: float
+
+
+def wilcoxon_p(baseline: Sequence[float], candidate: Sequence[float]) -> float:
+    """Return the two-sided Wilcoxon signed-rank p-value of paired samples.
+
+    Returns NaN for fewer than MIN_ITERATIONS pairs, and 1.0 when every pair
+    is equal, because such samples show no evidence of a difference.
+    """
+    if len(baseline) != len(candidate):
+        raise ValueError(
+            f"paired samples differ in length: {len(baseline)} and {len(candidate)}"
+        )
+    if len(baseline) < MIN_ITERATIONS:
+        return math.nan
+    differences = np.asarray(candidate, dtype=float) - np.asarray(baseline, float)
+    if not np.any(differences):
+        return 1.0
+    result = scipy_stats.wilcoxon(differences, alternative="two-sided")
+    p_value = float(result.pvalue)
+    return 1.0 if math.isnan(p_value) else p_value
+
+
+def compare_paired(
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> PairedComparison:
+    """Compare paired samples: median per-pair ratio, its CI, Wilcoxon p-value.
+
+    A pair whose baseline value is 0 gives an infinite ratio. With fewer than
+    MIN_ITERATIONS pairs the CI and the p-value are NaN.
+    """
+    base = np.asarray(baseline, dtype=float)
+    cand = np.asarray(candidate, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(base > 0, cand / base, np.inf)
+    ratio = float(np.median(ratios)) if len(ratios) else math.nan
+    if len(ratios) < MIN_ITERATIONS:
+        ratio_ci = Interval(math.nan, math.nan)
+    else:
+        ratio_ci = bootstrap_median_ci(
+            ratios.tolist(), confidence=confidence, resamples=resamples, seed=seed
+        )
+    return PairedComparison(
+        pairs=len(ratios),
+        ratio=ratio,
+        ratio_ci=ratio_ci,
+        p_value=wilcoxon_p(baseline, candidate),
+    )

@@ -30,6 +30,10 @@ CFS_NOTE = (
     "Under a CFS quota, wall time moves in whole periods (100 ms by default), "
     "which is why CPU time is steadier."
 )
+PAIRED_NOTE = (
+    "Each round runs every build once, so its candidate and baseline form a "
+    "pair; the median of the per-round ratios cancels drift slower than a round."
+)
 NOT_AVAILABLE = "n/a"
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from harness.analysis import TOTAL_PHASE, Comparison, SampleStats, Summary
 from harness.export import (
     CFS_NOTE,
+    PAIRED_NOTE,
     ReportData,
     describe_build,
     describe_environment,
@@ -168,6 +169,51 @@ def render_comparisons(summary: Summary) -> list[str]:
     ]
 
 
+def render_paired(summary: Summary) -> list[str]:
+    """Return the paired comparison: per-round ratios and the Wilcoxon test."""
+    if not summary.paired:
+        return []
+    header = ["phase", "candidate", "rounds", "median ratio"]
+    header += [f"{summary.confidence:.0%} CI of ratio", "Wilcoxon p"]
+    rows = [
+        [
+            escape_markdown(paired.phase),
+            escape_markdown(paired.candidate),
+            str(paired.result.pairs),
+            format_ratio(paired.result.ratio),
+            format_ratio_interval(paired.result.ratio_ci),
+            format_p_value(paired.result.p_value),
+        ]
+        for paired in summary.paired
+    ]
+    return [
+        f"### Paired by round ({summary.metric} time)",
+        "",
+        *render_table(header, rows, 2),
+        "",
+        PAIRED_NOTE,
+    ]
+
+
+def render_nodes(summary: Summary) -> list[str]:
+    """Return the medians per node of a swarm run; nothing for a local run."""
+    if not summary.nodes:
+        return []
+    header = ["node", "build", "phase", "n", "wall median", "CPU median"]
+    rows = [
+        [
+            escape_markdown(node.node),
+            escape_markdown(node.build),
+            escape_markdown(node.phase),
+            str(node.n),
+            format_seconds(node.wall_median),
+            format_seconds(node.cpu_median),
+        ]
+        for node in summary.nodes
+    ]
+    return ["### Per node", "", *render_table(header, rows, 3)]
+
+
 def render_budgets(summary: Summary) -> list[str]:
     header = ["build", "budget", "limit", "phases", "iterations", "over", "worst"]
     header.append("result")
@@ -317,7 +363,9 @@ class MarkdownExporter:
                 f"run {escape_markdown(summary.run_id)}"
             ],
             render_comparisons(summary),
+            render_paired(summary),
             render_budgets(summary),
+            render_nodes(summary),
             render_statistics(summary),
             render_environment(report.manifest),
             render_failures(report),

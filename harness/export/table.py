@@ -17,6 +17,7 @@ from rich.text import Text
 from harness.analysis import Summary
 from harness.export import (
     CFS_NOTE,
+    PAIRED_NOTE,
     ReportData,
     describe_build,
     describe_environment,
@@ -79,6 +80,38 @@ def render_comparisons(summary: Summary) -> Table:
                 format_verdict(result),
                 style=VERDICT_STYLES.get(result.verdict.value, ""),
             ),
+        )
+    return table
+
+
+def render_paired(summary: Summary) -> Table:
+    columns = ["phase", "candidate", "rounds", "median ratio", "CI of ratio"]
+    title = f"Paired by round ({summary.metric} time, candidate / baseline)"
+    table = make_table(title, [*columns, "Wilcoxon p"], numeric_from=2)
+    for paired in summary.paired:
+        result = paired.result
+        table.add_row(
+            Text(paired.phase),
+            Text(paired.candidate),
+            str(result.pairs),
+            format_ratio(result.ratio),
+            format_ratio_interval(result.ratio_ci),
+            format_p_value(result.p_value),
+        )
+    return table
+
+
+def render_nodes(summary: Summary) -> Table:
+    columns = ["node", "build", "phase", "n", "wall median", "CPU median"]
+    table = make_table("Per node (medians)", columns, numeric_from=3)
+    for node in summary.nodes:
+        table.add_row(
+            Text(node.node),
+            Text(node.build),
+            Text(node.phase),
+            str(node.n),
+            format_seconds(node.wall_median),
+            format_seconds(node.cpu_median),
         )
     return table
 
@@ -153,10 +186,17 @@ class TableExporter:
 
     def renderables(self, report: ReportData) -> list[RenderableType]:
         summary = report.summary
-        return [
+        tables: list[RenderableType] = [
             render_verdict_line(summary),
             render_comparisons(summary),
-            render_budgets(summary),
+        ]
+        if summary.paired:
+            tables += [render_paired(summary), Text(PAIRED_NOTE)]
+        tables.append(render_budgets(summary))
+        if summary.nodes:
+            tables.append(render_nodes(summary))
+        return [
+            *tables,
             render_statistics(summary, "wall"),
             render_statistics(summary, "cpu"),
             *render_notes(report),
