@@ -190,6 +190,28 @@ def output_options(command: F) -> F:
     "recorded in the manifest.",
 )
 @click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Containers run at once. Default: floor((cores - 1) / --cpus), at most "
+    "32 and at least 1, so their total CPU quota leaves one core free; a larger "
+    "N is rejected. With --backend swarm, the sum of that over the nodes.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "swarm"]),
+    default="local",
+    show_default=True,
+    help="Run iterations as containers on this engine, or as jobs on the "
+    "swarm that this engine manages, one node per round.",
+)
+@click.option(
+    "--registry",
+    metavar="HOST:PORT",
+    help="With --backend swarm: push the build images to this registry for "
+    "the nodes to pull. Default: every node already has the images.",
+)
+@click.option(
     "--results",
     "results_root",
     type=click.Path(file_okay=False, path_type=Path),
@@ -236,6 +258,9 @@ def run(
     timeout: float,
     order: str,
     seed: int | None,
+    jobs: int | None,
+    backend: str,
+    registry: str | None,
     results_root: Path,
     output_format: str,
     retries: int,
@@ -250,6 +275,7 @@ def run(
     (../stripe-python), a git ref of a local checkout (../stripe-python@v15.3.0)
     or a wheel file.
     """
+    from harness.backends import Execution
     from harness.pipeline import RunRequest, resume_experiment, run_experiment
     from harness.scenario import load_scenario
 
@@ -263,6 +289,8 @@ def run(
         raise_for_outcome(outcome)
         return
     specs = collect_specs(baseline, candidate, extra_builds)
+    execution = Execution(backend=backend, jobs=jobs, registry=registry)
+    execution.check()
     request = RunRequest(
         specs=specs,
         baseline=specs[0].label,
@@ -275,6 +303,7 @@ def run(
         seed=seed if seed is not None else secrets.randbelow(2**31),
         command=tuple(sys.argv),
         retries=retries,
+        execution=execution,
     )
     outcome = run_experiment(env, request)
     print_report(env, outcome.run_dir, output_format)

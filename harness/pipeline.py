@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import platform
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from harness import __version__, resume
+from harness.backends import Execution, resolve_execution, run_measurements
 from harness.baseimage import resolve_base_image
 from harness.builds import prepare_build
 from harness.clean import warn_about_dead_runs
@@ -49,6 +51,7 @@ class RunRequest:
     seed: int = 0
     command: tuple[str, ...] = ()
     retries: int = 0
+    execution: Execution = field(default_factory=Execution)
 
 
 @dataclass
@@ -68,6 +71,8 @@ def run_experiment(env: Environment, request: RunRequest) -> RunOutcome:
     are still measured. On a signal the manifest is marked interrupted, the
     report is written from what was measured, and Interrupted propagates.
     """
+    execution = resolve_execution(env, request.execution, request.limits)
+    request = replace(request, execution=execution)
     base = resolve_base_image(env.docker, request.image, cache_dir=env.cache_dir)
     warn_about_dead_runs(env.docker)
     run_dir = RunDirectory.create(request.results_root, new_run_id(env.now()))
@@ -159,21 +164,42 @@ def initial_manifest(
 def prepare_builds(
     env: Environment, request: RunRequest, base: BaseImage, run_dir: RunDirectory
 ) -> tuple[list[PreparedBuild], list[BuildFailed]]:
-    """Prepare each build once; record a failed build and go on with the rest."""
+    """Prepare all builds at once; record a failed build and go on with the rest.
+
+    Measurement starts when every build is ready, because each round needs
+    every build. Preparing them concurrently overlaps their downloads and
+    image builds. Results keep the order of ``request.specs``.
+    """
+    # NOTE: Ctrl-C during preparation takes effect once the running builds
+    # finish, because their threads are not interruptible.
+    with ThreadPoolExecutor(max_workers=len(request.specs) or 1) as executor:
+        futures = [
+            executor.submit(prepare_one, env, spec, request.scenario, base)
+            for spec in request.specs
+        ]
     prepared: list[PreparedBuild] = []
     failures: list[BuildFailed] = []
-    for spec in request.specs:
-        logger.info("preparing build %s (%s)", spec.label, spec.raw)
-        try:
-            build = prepare_build(env, spec, request.scenario, base)
-        except BuildFailed as error:
-            logger.error("%s", error)
-            failures.append(error)
-            record_build_failure(env, run_dir, spec, error)
+    for spec, future in zip(request.specs, futures, strict=True):
+        outcome = future.result()
+        if isinstance(outcome, BuildFailed):
+            failures.append(outcome)
+            record_build_failure(env, run_dir, spec, outcome)
             continue
-        prepared.append(build)
-        run_dir.update_manifest(builds=[b.to_dict() for b in prepared])
+        prepared.append(outcome)
+    run_dir.update_manifest(builds=[b.to_dict() for b in prepared])
     return prepared, failures
+
+
+def prepare_one(
+    env: Environment, spec: BuildSpec, scenario: Scenario, base: BaseImage
+) -> PreparedBuild | BuildFailed:
+    """Prepare one build in a worker thread; return its failure instead of raising."""
+    logger.info("preparing build %s (%s)", spec.label, spec.raw)
+    try:
+        return prepare_build(env, spec, scenario, base)
+    except BuildFailed as error:
+        logger.error("%s", error)
+        return error
 
 
 def record_build_failure(
@@ -215,8 +241,9 @@ def measure(
     )
     display = make_display(env)
     builds = {build.label: build for build in prepared}
-    return run_plan(
+    return run_measurements(
         env,
+        request.execution,
         run_dir,
         builds,
         request.scenario,

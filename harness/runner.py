@@ -459,13 +459,15 @@ def run_with_retries(
     *,
     retries: int = 0,
     sleep: Callable[[float], None] = time.sleep,
+    extra_labels: Mapping[str, str] | None = None,
 ) -> IterationRecord:
     """Run one iteration, running it again after an engine error.
 
     Only FailureKind.ENGINE failures are retried, after RETRY_DELAY_S times the
     attempt number. A retried record notes its ``engine_retries`` in telemetry.
+    ``extra_labels`` are added to the container's labels.
     """
-    labels = harness_labels()
+    labels = {**harness_labels(), **(extra_labels or {})}
     attempt = 0
     while True:
         record = run_iteration(
