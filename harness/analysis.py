@@ -28,6 +28,9 @@ METRIC_COLUMNS: Mapping[str, str] = {"wall": "wall_s", "cpu": "cpu_s"}
 TOTAL_PHASE = "total"
 # A phase whose coefficient of variation reaches this gets a stability warning.
 UNSTABLE_CV = 0.10
+# A phase whose median wait for a CPU, beyond its CPU time and the time its
+# quota throttled it, exceeds one CFS period (100 ms) gets a warning.
+STARVED_WAIT_S = 0.1
 
 FRAME_COLUMNS = [
     "build",
@@ -610,6 +613,38 @@ def warn_unstable(
     return warnings
 
 
+def warn_starved(frame: pd.DataFrame, builds: Sequence[str]) -> list[ReportWarning]:
+    """Warn about phases that waited for a CPU the quota would have allowed.
+
+    Wall time under a CFS quota is CPU time plus the time the quota throttled
+    the container, plus the time it was runnable but found no free CPU. The
+    last part comes from the host, not the code under test: other containers,
+    too many parallel jobs, or other load.
+    """
+    warnings = []
+    measured = frame.dropna(subset=["throttled_s"])
+    measured = measured[measured["phase"] != TOTAL_PHASE]
+    for (build, phase), rows in measured.groupby(["build", "phase"], sort=False):
+        if build not in builds:
+            continue
+        waits = rows["wall_s"] - rows["cpu_s"] - rows["throttled_s"]
+        wait = float(waits.median())
+        if wait <= STARVED_WAIT_S:
+            continue
+        warnings.append(
+            ReportWarning(
+                code="cpu-starved",
+                message=(
+                    f"{build} / {phase}: waited {wait:.3f} s (median) for a CPU "
+                    "beyond its quota, so the host was too busy and wall times "
+                    "are inflated. Run fewer containers at once (-j) or on a "
+                    "quieter host; CPU times are not affected."
+                ),
+            )
+        )
+    return warnings
+
+
 def warn_failures(
     failures: Sequence[FailureCount], records: Sequence[IterationRecord]
 ) -> list[ReportWarning]:
@@ -756,6 +791,7 @@ def summarise(
         warn_manifest(manifest)
         + warn_failures(failures, parsed)
         + warn_unstable(phase_summaries, metric)
+        + warn_starved(frame, builds)
     )
     logger.debug("summarised %d records of run %s", len(parsed), manifest["run_id"])
     return Summary(

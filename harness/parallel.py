@@ -66,6 +66,10 @@ def default_jobs(cores: float, cpus: float) -> int:
     cores left after one core of headroom, so no container waits for a CPU
     that its quota allows it. 2 cores at --cpus 0.1 give 10 slots.
     """
+    # NOTE: the rule counts only the containers' quotas. Starting a container
+    # also costs the engine unthrottled CPU time, so on a host that is already
+    # busy, parallel containers wait for a CPU and their wall times grow (the
+    # report's cpu-starved warning shows it); their CPU times do not change.
     # The epsilon keeps 1.0 / 0.1 = 9.999... from rounding down to 9.
     slots = math.floor(usable_cores(cores) / cpus + 1e-9)
     return max(1, min(slots, MAX_DEFAULT_JOBS))
@@ -84,9 +88,9 @@ def check_jobs(jobs: int, cores: float, cpus: float) -> None:
     if jobs > 1 and total > usable + 1e-9:
         raise InvalidInput(
             f"--jobs {jobs} at --cpus {cpus:g} asks for {total:g} cores, but this "
-            f"host has {cores:g} cores and keeps {HEADROOM_CORES:g} free for the engine, "
-            f"leaving {usable:g} usable; use --jobs {default_jobs(cores, cpus)} "
-            "or fewer"
+            f"host has {cores:g} cores and keeps {HEADROOM_CORES:g} free for the "
+            f"engine, leaving {usable:g} usable; use --jobs "
+            f"{default_jobs(cores, cpus)} or fewer"
         )
 
 

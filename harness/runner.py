@@ -408,6 +408,8 @@ def run_plan(
     plan: list[PlannedIteration],
     display: Display,
     retries: int = 0,
+    *,
+    labels: Mapping[str, str] | None = None,
 ) -> list[IterationRecord]:
     """Run every planned iteration in order, one container at a time.
 
@@ -415,7 +417,8 @@ def run_plan(
 
     Each record is appended to raw.jsonl before the next container starts.
     SIGINT and SIGTERM raise Interrupted, after the running container is
-    removed. Setting the manifest's status is the caller's job. Raises
+    removed. ``labels`` are added to each container's labels. Setting the
+    manifest's status is the caller's job. Raises
     EngineUnavailable, after recording the failed iteration, when the engine
     stops responding.
     """
@@ -434,6 +437,7 @@ def run_plan(
                     run_dir.run_id,
                     env.now,
                     retries=retries,
+                    extra_labels=labels,
                 )
                 run_dir.append_record(record)
                 records.append(record)
