@@ -40,7 +40,13 @@ from harness.models import FailureKind, IterationRecord, Limits, PreparedBuild, 
 from harness.parallel import ThreadClients, default_jobs, run_concurrently
 from harness.probe import probe_command
 from harness.results import RunDirectory
-from harness.runner import ContainerRun, PlannedIteration, interpret_run
+from harness.runner import (
+    ContainerRun,
+    PlannedIteration,
+    interpret_run,
+    remove_container,
+    remove_run_containers,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -55,6 +61,7 @@ POLL_INTERVAL_S = 0.1
 # Seconds a task may wait for a node before the container's own timeout starts.
 SCHEDULE_WAIT_S = 60
 NANO = 1_000_000_000
+STOP_GRACE_NS = NANO // 10
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,9 @@ def task_template(
         env=dict(scenario.env),
         labels=dict(labels),
         cap_drop=["ALL"],
+        # The probe is PID 1, which ignores SIGTERM, so a removed service's
+        # container would otherwise live out the default 10 s grace period.
+        stop_grace_period=STOP_GRACE_NS,
     )
     return TaskTemplate(
         container_spec=container,
@@ -211,7 +221,9 @@ def remove_run_networks(
     """Remove the networks that carry this run's label.
 
     A removed service's task detaches from the network a moment later, so a
-    removal that finds the network still in use is tried again.
+    removal that finds the network still in use is tried again. The manager
+    may accept the removal and delete the network only once its last task
+    has stopped.
     """
     for attempt in range(attempts):
         try:
@@ -318,6 +330,7 @@ def run_job(
         return run, task
     finally:
         remove_service(service)
+        remove_task_container(client, service.id)
 
 
 def wait_for_task(service: Service, timeout_s: float) -> tuple[dict[str, Any], bool]:
@@ -353,6 +366,22 @@ def read_logs(service: Service, *, stdout: bool) -> bytes:
     """
     chunks = service.logs(stdout=stdout, stderr=not stdout, follow=False)
     return b"".join(chunks)
+
+
+def remove_task_container(client: docker.DockerClient, service_id: str) -> None:
+    """Remove the container of a removed service's task on this node, if any.
+
+    Docker 20.10 leaves a removed job's running container to run until it
+    exits, which after a timeout could be minutes.
+    """
+    filters = {"label": f"com.docker.swarm.service.id={service_id}"}
+    try:
+        containers = client.containers.list(all=True, filters=filters)
+    except (DockerException, requests.RequestException) as error:
+        logger.warning("could not list containers of service %s: %s", service_id, error)
+        return
+    for container in containers:
+        remove_container(container)
 
 
 def remove_service(service: Service) -> None:
@@ -403,7 +432,11 @@ def record_task(
 
 
 def remove_run_services(client: docker.DockerClient, run_id: str) -> None:
-    """Remove every service that carries this run's label."""
+    """Remove every service that carries this run's label, and its containers.
+
+    NOTE: only containers on the manager's own node are removed; a task that
+    is running on another node keeps going until it exits or times out.
+    """
     try:
         services = client.services.list(filters={"label": f"coldstart.run={run_id}"})
     except (DockerException, requests.RequestException) as error:
@@ -412,6 +445,8 @@ def remove_run_services(client: docker.DockerClient, run_id: str) -> None:
     for service in services:
         logger.info("removing service %s of run %s", service.name, run_id)
         remove_service(service)
+    # Docker 20.10 keeps a removed job's running container until it exits.
+    remove_run_containers(client, run_id)
 
 
 def run_plan_swarm(

@@ -328,3 +328,49 @@ def test_frame_total_sums_only_scenario_phases() -> None:
     assert base_total["wall_s"].tolist() == pytest.approx(BASELINE_IMPORT)
     cand_total = frame[(frame["build"] == "cand") & (frame["phase"] == "total")]
     assert len(cand_total) == 4
+
+
+def test_summary_pairs_builds_by_round() -> None:
+    summary = summarise(make_manifest(), make_records())
+    paired = find(summary.paired, phase="import", candidate="cand")
+    assert paired.result.pairs == 5
+    # Per-round ratios 0.67, 0.55, 0.48, 0.43, 0.40: the median is round 3's.
+    assert paired.result.ratio == pytest.approx(0.24 / 0.50)
+    assert paired.result.ratio_ci.high <= 0.67
+    assert paired.result.p_value == pytest.approx(0.0625)
+    call = find(summary.paired, phase="call", candidate="cand")
+    assert call.result.pairs == 4
+    total = find(summary.paired, phase="total", candidate="cand")
+    assert total.result.pairs == 4
+
+
+def test_summary_paired_in_json() -> None:
+    data = summarise(make_manifest(), make_records()).to_dict()
+    first = data["paired"][0]
+    assert first["phase"] == "import"
+    assert first["pairs"] == 5
+    assert first["ratio"] == pytest.approx(0.48)
+    assert data["nodes"] == []
+
+
+def test_summary_medians_per_node() -> None:
+    records = make_records()
+    for item in records:
+        hostname = "node-a" if item["round"] % 2 else "node-b"
+        item["telemetry"] = {"node": {"id": hostname, "hostname": hostname}}
+    summary = summarise(make_manifest(), records)
+    on_a = find(summary.nodes, node="node-a", build="base", phase="import")
+    assert on_a.n == 3
+    assert on_a.wall_median == pytest.approx(0.50)
+    on_b = find(summary.nodes, node="node-b", build="base", phase="import")
+    assert on_b.n == 2
+    assert on_b.wall_median == pytest.approx(0.50)
+    assert on_b.cpu_median == pytest.approx(0.05)
+
+
+def test_summary_warns_cpu_starved_phase() -> None:
+    """Base's import waits 0.5 - 0.05 - 0.25 = 0.2 s beyond quota at the median."""
+    summary = summarise(make_manifest(), make_records())
+    starved = [w for w in summary.warnings if w.code == "cpu-starved"]
+    assert [w.message.split(":")[0] for w in starved] == ["base / import"]
+    assert "waited 0.200 s (median) for a CPU beyond its quota" in starved[0].message

@@ -144,3 +144,41 @@ def test_estimate_iterations_scales_with_square_of_width() -> None:
     assert stats.estimate_iterations_needed(10, 0.2, 0.0) is None
     assert stats.estimate_iterations_needed(10, 10.0, 0.01) is None
     assert stats.estimate_iterations_needed(10, math.inf, 0.1) is None
+
+
+def test_paired_ratio_of_consistent_shift() -> None:
+    baseline = draw(1.0, 0.2, 20, seed=11)
+    candidate = [value * 1.3 for value in baseline]
+    result = stats.compare_paired(baseline, candidate)
+    assert result.pairs == 20
+    assert result.ratio == pytest.approx(1.3)
+    assert result.ratio_ci.low == pytest.approx(1.3)
+    assert result.ratio_ci.high == pytest.approx(1.3)
+    assert result.p_value < 0.001
+
+
+def test_paired_cancels_drift_unpaired_misses() -> None:
+    """A 5% slowdown under a drift of +-30% is clear paired, not unpaired."""
+    drift = draw(1.0, 0.3, 15, seed=12)
+    baseline = [abs(level) + 0.5 for level in drift]
+    candidate = [value * 1.05 for value in baseline]
+    paired = stats.compare_paired(baseline, candidate)
+    unpaired = stats.compare_medians(baseline, candidate)
+    assert paired.p_value < 0.001
+    assert unpaired.p_value > 0.3
+
+
+def test_paired_too_few_pairs_is_nan() -> None:
+    result = stats.compare_paired([1.0, 2.0], [1.1, 2.2])
+    assert result.ratio == pytest.approx(1.1)
+    assert math.isnan(result.ratio_ci.low)
+    assert math.isnan(result.p_value)
+
+
+def test_wilcoxon_equal_pairs_is_one() -> None:
+    assert stats.wilcoxon_p([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 1.0
+
+
+def test_wilcoxon_rejects_unequal_lengths() -> None:
+    with pytest.raises(ValueError, match="paired samples differ in length: 3 and 2"):
+        stats.wilcoxon_p([1.0, 2.0, 3.0], [1.0, 2.0])
