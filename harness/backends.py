@@ -27,7 +27,7 @@ BACKENDS = ("local", "swarm")
 
 @dataclass(frozen=True)
 class Execution:
-    """Where and how widely the plan runs; ``jobs`` None means the default."""
+    """Backend and job count of a run, with None for the default job count."""
 
     backend: str = "local"
     jobs: int | None = None

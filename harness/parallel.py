@@ -62,14 +62,13 @@ def default_jobs(cores: float, cpus: float) -> int:
     """Return how many containers of ``cpus`` cores fit the usable cores.
 
     The rule is floor((cores - 1) / cpus), at most MAX_DEFAULT_JOBS and at
-    least 1: the total CPU quota of the running containers never exceeds the
-    cores left after one core of headroom, so no container waits for a CPU
-    that its quota allows it. 2 cores at --cpus 0.1 give 10 slots.
+    least 1. The total CPU quota of the running containers then never exceeds
+    the cores left after one core of headroom. 2 cores at --cpus 0.1 give 10.
     """
     # NOTE: the rule counts only the containers' quotas. Starting a container
-    # also costs the engine unthrottled CPU time, so on a host that is already
-    # busy, parallel containers wait for a CPU and their wall times grow (the
-    # report's cpu-starved warning shows it); their CPU times do not change.
+    # also costs the engine unthrottled CPU time, so on a busy host parallel
+    # containers wait for a CPU and their wall times grow. The report's
+    # cpu-starved warning shows it, and CPU times do not change.
     # The epsilon keeps 1.0 / 0.1 = 9.999... from rounding down to 9.
     slots = math.floor(usable_cores(cores) / cpus + 1e-9)
     return max(1, min(slots, MAX_DEFAULT_JOBS))
@@ -78,8 +77,8 @@ def default_jobs(cores: float, cpus: float) -> int:
 def check_jobs(jobs: int, cores: float, cpus: float) -> None:
     """Raise InvalidInput when ``jobs`` containers would oversubscribe the host.
 
-    One job is always allowed: a single container that asks for more than the
-    host has is throttled by the host, not by its neighbours.
+    One job is always allowed, because a single container that requests more
+    than the host has is limited by the host, not by its neighbours.
     """
     if jobs < 1:
         raise InvalidInput(f"invalid --jobs {jobs}: must be at least 1")
@@ -87,7 +86,7 @@ def check_jobs(jobs: int, cores: float, cpus: float) -> None:
     usable = usable_cores(cores)
     if jobs > 1 and total > usable + 1e-9:
         raise InvalidInput(
-            f"--jobs {jobs} at --cpus {cpus:g} asks for {total:g} cores, but this "
+            f"--jobs {jobs} at --cpus {cpus:g} requests {total:g} cores, but this "
             f"host has {cores:g} cores and keeps {HEADROOM_CORES:g} free for the "
             f"engine, leaving {usable:g} usable; use --jobs "
             f"{default_jobs(cores, cpus)} or fewer"
@@ -119,9 +118,8 @@ def run_concurrently(
     the same share of them. Records are appended in the order they finish.
     On SIGINT or SIGTERM, ``on_interrupt`` removes what is still running
     before Interrupted propagates. ``on_engine_failure`` is called with each
-    engine failure and may raise to stop the run; the iterations in flight
-    then finish, or fail, before the exception propagates, and are not
-    recorded.
+    engine failure and may raise to stop the run. The iterations in flight
+    then end before the exception propagates, and are not recorded.
     """
     records: list[IterationRecord] = []
     pending = iter(plan)
@@ -170,7 +168,7 @@ def submit_next(
 
 
 class ThreadClients:
-    """One Docker client per worker thread, made on the thread's first use.
+    """One Docker client per worker thread, created on the thread's first use.
 
     docker-py does not promise that one client is safe to share between
     threads, and a shared client's connection pool (10 connections by

@@ -1,8 +1,9 @@
 """Run iterations as Docker Swarm jobs, so one run can use several hosts.
 
 Each iteration is a replicated-job service with one task, the same CPU quota,
-memory limit and labels as a local container, and no network. Its record is
-read back from the service's logs. Every round's builds run on one node
+memory limit and labels as a local container, on a network with no route
+out. Its record is read back from the service's logs. Every round's builds
+run on one node
 (placement constraint ``node.id==...``), so a difference between hosts lands
 on all builds of a round alike instead of on the comparison.
 
@@ -56,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 # Task states after which a task never runs again.
 FINAL_TASK_STATES = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}
-# Seconds between two looks at a task's state.
+# Seconds between two polls of a task's state.
 POLL_INTERVAL_S = 0.1
 # Seconds a task may wait for a node before the container's own timeout starts.
 SCHEDULE_WAIT_S = 60
@@ -86,7 +87,7 @@ def list_nodes(client: docker.DockerClient) -> list[SwarmNode]:
         nodes = client.nodes.list()
     except APIError as error:
         raise EngineUnavailable(
-            f"--backend swarm needs a swarm manager, but the engine said: "
+            f"--backend swarm needs a swarm manager, but the engine returned: "
             f"{error.explanation} (run `docker swarm init` on this host, or point "
             "DOCKER_HOST at a manager)"
         ) from error
@@ -336,8 +337,8 @@ def run_job(
 def wait_for_task(service: Service, timeout_s: float) -> tuple[dict[str, Any], bool]:
     """Poll the service's task until it ends; return it and whether it timed out.
 
-    The timeout counts from the task's start, plus SCHEDULE_WAIT_S for the
-    node to schedule and prepare it.
+    The timeout counts from the task's start. Before it starts, the task may
+    wait up to SCHEDULE_WAIT_S longer for the node to schedule and prepare it.
     """
     deadline = time.monotonic() + timeout_s + SCHEDULE_WAIT_S
     started: float | None = None

@@ -83,7 +83,7 @@ def test_check_jobs_rejects_oversubscription() -> None:
     with pytest.raises(InvalidInput) as caught:
         check_jobs(11, 2, 0.1)
     assert str(caught.value) == (
-        "--jobs 11 at --cpus 0.1 asks for 1.1 cores, but this host has 2 cores "
+        "--jobs 11 at --cpus 0.1 requests 1.1 cores, but this host has 2 cores "
         "and keeps 1 free for the engine, leaving 1 usable; use --jobs 10 or fewer"
     )
     assert caught.value.exit_code == 2
@@ -265,7 +265,7 @@ def test_cli_rejects_oversubscribing_jobs() -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith(f"error: --jobs {jobs} at --cpus 0.1 asks for ")
+    assert result.stderr.startswith(f"error: --jobs {jobs} at --cpus 0.1 requests ")
     assert f"use --jobs {jobs - 1} or fewer" in result.stderr
 
 

@@ -121,7 +121,8 @@ def test_not_a_manager_is_engine_unavailable() -> None:
     with pytest.raises(EngineUnavailable) as caught:
         list_nodes(NotManagerClient())  # type: ignore[arg-type]
     assert str(caught.value) == (
-        "--backend swarm needs a swarm manager, but the engine said: This node is "
+        "--backend swarm needs a swarm manager, but the engine returned: This node "
+        "is "
         "not a swarm manager. (run `docker swarm init` on this host, or point "
         "DOCKER_HOST at a manager)"
     )
