@@ -15,6 +15,7 @@ from pathlib import Path
 SECTIONS = {
     "overhead": "benchmarks.overhead",
     "robustness": "benchmarks.robustness",
+    "scale": "benchmarks.scale",
 }
 
 BENCHMARKS_FILE = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
