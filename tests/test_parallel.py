@@ -253,7 +253,7 @@ def test_signal_interrupts_concurrent_run(tmp_path: Path) -> None:
 
 
 def test_cli_rejects_oversubscribing_jobs() -> None:
-    """The engine of the test host has 2 cores, so -j 11 at 0.1 is too many."""
+    """One job more than the default oversubscribes the engine's host."""
     client = docker.from_env()
     cores = engine_cores(client)
     client.close()
@@ -361,7 +361,7 @@ def test_parallel_matches_serial_medians(
     assert scipy_stats.mannwhitneyu(serial_cpu, parallel_cpu).pvalue > 0.01
     # NOTE: wall times are not compared. On a 2-core host that other test runs
     # keep busy, parallel containers wait for a CPU beyond their quota, and
-    # the report's cpu-starved warning says so; BENCHMARKS.md has the figures.
+    # the report's cpu-starved warning shows it. BENCHMARKS.md has the figures.
 
 
 @pytest.mark.docker

@@ -308,10 +308,12 @@ def test_swarm_run_matches_local_run(
     swarm_cpu = [r.phases[0].cpu_s for r in on_swarm]
     local_cpu = [r.phases[0].cpu_s for r in local]
     assert abs(np.median(swarm_cpu) / np.median(local_cpu) - 1) < 0.15
-    # The same CFS quota: both spend whole periods throttled.
+
+    # Swarm applies the same CFS quota as a local container.
     for record in on_swarm:
         assert record.telemetry["cgroup"]["cpu_quota_us"] == 10_000
         assert record.telemetry["node"] == swarm[0].to_dict()
+
     manifest = {
         "run_id": swarm_dir.run_id,
         "baseline": "baseline",
