@@ -40,6 +40,7 @@ from harness.parallel import (
     check_jobs,
     default_jobs,
     engine_cores,
+    max_jobs,
     resolve_jobs,
     run_concurrently,
     run_plan_parallel,
@@ -65,17 +66,18 @@ while time.process_time() < _end:
 @pytest.mark.parametrize(
     ("cores", "cpus", "jobs"),
     [
-        (2, 0.1, 10),
-        (2, 0.25, 4),
-        (2, 0.3, 3),
+        (2, 0.1, 2),
+        (2, 0.25, 2),
+        (2, 0.3, 1),
         (2, 1.0, 1),
         (2, 2.0, 1),
-        (4, 0.5, 6),
-        (1, 0.1, 10),
+        (4, 0.5, 4),
+        (1, 0.1, 2),
+        (16, 0.1, 32),
         (64, 0.1, 32),
     ],
 )
-def test_default_jobs_leaves_one_core(cores: int, cpus: float, jobs: int) -> None:
+def test_default_jobs_charges_engine_work(cores: int, cpus: float, jobs: int) -> None:
     assert default_jobs(cores, cpus) == jobs
 
 
@@ -100,7 +102,7 @@ def test_single_job_always_allowed() -> None:
 
 
 def test_resolve_jobs_defaults_when_none() -> None:
-    assert resolve_jobs(None, 2, 0.1) == 10
+    assert resolve_jobs(None, 2, 0.1) == 2
     assert resolve_jobs(3, 2, 0.1) == 3
 
 
@@ -253,11 +255,11 @@ def test_signal_interrupts_concurrent_run(tmp_path: Path) -> None:
 
 
 def test_cli_rejects_oversubscribing_jobs() -> None:
-    """One job more than the default oversubscribes the engine's host."""
+    """One job more than the quotas allow oversubscribes the engine's host."""
     client = docker.from_env()
     cores = engine_cores(client)
     client.close()
-    jobs = default_jobs(cores, 0.1) + 1
+    jobs = max_jobs(cores, 0.1) + 1
     result = subprocess.run(
         [sys.executable, "-m", "harness", "run", "--baseline", "x==1", "-j", str(jobs)],
         capture_output=True,
