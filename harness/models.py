@@ -81,6 +81,8 @@ class Scenario:
     env: Mapping[str, str] = field(default_factory=dict)
     setup: str = ""
     source: str = ""
+    # Maximum regression in percent per phase name, "*" or "total".
+    gates: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -88,6 +90,7 @@ class Scenario:
         data["packages"] = list(self.packages)
         data["budgets"] = dict(self.budgets)
         data["env"] = dict(self.env)
+        data["gates"] = dict(self.gates)
         return data
 
     @classmethod
@@ -101,6 +104,7 @@ class Scenario:
             env=dict(data.get("env", {})),
             setup=data.get("setup", ""),
             source=data.get("source", ""),
+            gates=dict(data.get("gates", {})),
         )
 
 

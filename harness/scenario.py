@@ -2,8 +2,10 @@
 
 A scenario is a TOML file: ``name``, ``description``, ``packages`` (installed
 beside the SDK), ``setup`` (untimed code run before the first phase), ``[env]``
-(the only environment variables the container sees), ``[budgets]`` in seconds
-and an array of ``[[phases]]``, each with ``name``, ``code`` and ``budget``.
+(the only environment variables the container sees), ``[budgets]`` in seconds,
+an array of ``[[phases]]``, each with ``name``, ``code`` and ``budget``, and
+``[gates]``: the maximum regression in percent per phase name, ``"*"`` (every
+phase without its own) or ``"total"``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ TOP_LEVEL_KEYS = {
     "env",
     "budgets",
     "phases",
+    "gates",
 }
 PHASE_KEYS = {"name", "code", "budget"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -88,6 +91,7 @@ def parse_scenario(data: Mapping[str, Any], source: str) -> Scenario:
     check.no_unknown_keys(data, TOP_LEVEL_KEYS, "")
     budgets = _parse_budgets(check, data.get("budgets", DEFAULT_BUDGETS))
     phases = _parse_phases(check, data.get("phases"), budgets)
+    gates = _parse_gates(check, data.get("gates", {}), phases)
     return Scenario(
         name=check.text(data, "name", required=True),
         description=check.text(data, "description"),
@@ -97,6 +101,7 @@ def parse_scenario(data: Mapping[str, Any], source: str) -> Scenario:
         env=_parse_env(check, data.get("env", {})),
         setup=check.text(data, "setup"),
         source=source,
+        gates=gates,
     )
 
 
@@ -201,3 +206,22 @@ def _parse_env(check: _Checker, raw: Any) -> dict[str, str]:
         if not isinstance(value, str):
             raise check.fail(f"env.{name}", "must be a string")
     return dict(raw)
+
+
+def _parse_gates(
+    check: _Checker, raw: Any, phases: tuple[Phase, ...]
+) -> dict[str, float]:
+    if not isinstance(raw, Mapping):
+        raise check.fail("gates", "must be a table of phase names to percentages")
+    known = [phase.name for phase in phases] + ["total", "*"]
+    gates = {}
+    for name, percent in raw.items():
+        if name not in known:
+            names = ", ".join(repr(item) for item in known)
+            raise check.fail(f"gates.{name}", f"not a phase (use one of {names})")
+        if isinstance(percent, bool) or not isinstance(percent, int | float):
+            raise check.fail(f"gates.{name}", "must be a number of percent")
+        if not percent >= 0:
+            raise check.fail(f"gates.{name}", f"must be 0 or more, not {percent}")
+        gates[name] = float(percent)
+    return gates

@@ -97,3 +97,38 @@ def test_unknown_name_lists_known_scenarios():
         load_scenario("no-such-scenario")
     assert "unknown scenario 'no-such-scenario'" in str(caught.value)
     assert "stripe-lambda" in str(caught.value)
+
+
+GATES = '\n[gates]\n"import json" = 10\ntotal = 5.5\n"*" = 20\n'
+
+
+def test_gates_table_loads_and_round_trips(tmp_path):
+    scenario = load_scenario(write(tmp_path, VALID + GATES))
+    assert scenario.gates == {"import json": 10.0, "total": 5.5, "*": 20.0}
+    assert type(scenario).from_dict(scenario.to_dict()) == scenario
+
+
+def test_scenario_without_gates_has_none(tmp_path):
+    assert load_scenario(write(tmp_path, VALID)).gates == {}
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            '\n[gates]\n"import os" = 10\n',
+            "gates.import os: not a phase (use one of 'import json', 'total', '*')",
+        ),
+        ('\n[gates]\ntotal = "10%"\n', "gates.total: must be a number of percent"),
+        ("\n[gates]\ntotal = -1\n", "gates.total: must be 0 or more, not -1"),
+        ("\n[gates]\ntotal = nan\n", "gates.total: must be 0 or more, not nan"),
+        ("gates = 10\n", "gates: must be a table of phase names to percentages"),
+    ],
+)
+def test_invalid_gates_name_key_and_problem(tmp_path, table, message):
+    # A top-level key must come before the first table, so a bare key goes first.
+    text = table + VALID if table.startswith("gates") else VALID + table
+    path = write(tmp_path, text)
+    with pytest.raises(InvalidInput) as caught:
+        load_scenario(path)
+    assert str(caught.value) == f"invalid scenario {path}: {message}"
