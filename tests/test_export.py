@@ -94,10 +94,11 @@ def test_write_report_writes_both_files(tmp_path: Path) -> None:
     ]
 
 
-def test_markdown_first_line_is_verdict() -> None:
+def test_markdown_marker_then_verdict() -> None:
     manifest, records, summary = build_report(STRIPE_RUN)
-    first_line = render("markdown", manifest, records, summary).splitlines()[0]
-    assert first_line == (
+    lines = render("markdown", manifest, records, summary).splitlines()
+    assert lines[0] == "<!-- coldstart-report -->"
+    assert lines[1] == (
         "**Budgets passed.** 15.3.1 vs 15.3.0 (wall time): import stripe slower "
         "+0.395 s (1.76x), StripeClient() faster -0.497 s (0.03x), total "
         "inconclusive."
@@ -243,5 +244,5 @@ def test_markdown_single_build_verdict_line() -> None:
     baseline_records = [record for record in records if record.build == "15.3.0"]
     summary = summarise(manifest, baseline_records)
     text = render("markdown", manifest, baseline_records, summary)
-    assert text.splitlines()[0] == "**Budgets passed.**"
+    assert text.splitlines()[1] == "**Budgets passed.**"
     assert summary.comparisons == ()

@@ -1,6 +1,7 @@
 """Markdown report for a pull-request comment or a CI step summary.
 
-The first line is the verdict, then the comparison, budgets, statistics,
+The first line is a hidden HTML comment that marks the report, the second the
+verdict, then the comparison, budgets, statistics,
 environment, failures and warnings, and the per-iteration data in a collapsed
 ``<details>`` block. Every value that comes from outside the harness (labels,
 phase names, versions, specs, error text) goes through ``escape_markdown``.
@@ -53,6 +54,9 @@ MARKDOWN_ESCAPES = str.maketrans(
 )
 # Bare URLs that GitHub links without any markup.
 AUTOLINK_PATTERN = re.compile(r"(://|www\.)", re.IGNORECASE)
+# First line of every Markdown report: a CI job finds its earlier pull-request
+# comment by this marker and updates it instead of adding another.
+REPORT_MARKER = "<!-- coldstart-report -->"
 # Longer error text is cut in the report; raw.jsonl keeps all of it.
 MAX_ERROR_CHARS = 300
 
@@ -357,7 +361,7 @@ class MarkdownExporter:
         summary = report.summary
         scenario = report.manifest.get("scenario", {}).get("name")
         sections = [
-            [render_verdict_line(summary)],
+            [REPORT_MARKER, render_verdict_line(summary)],
             [
                 f"## Cold start: scenario {escape_markdown(scenario)}, "
                 f"run {escape_markdown(summary.run_id)}"
