@@ -117,7 +117,42 @@ def output_options(command: F) -> F:
     )(command)
 
 
+def gate_options(command: F) -> F:
+    """Add ``--max-regression`` and ``--max-regression-default`` to a command."""
+    command = click.option(
+        "--max-regression-default",
+        type=click.FloatRange(min=0),
+        metavar="PERCENT",
+        help="Maximum regression in percent for every phase and the total "
+        "without a threshold of its own (same as '*=PERCENT').",
+    )(command)
+    return click.option(
+        "--max-regression",
+        multiple=True,
+        metavar="PHASE=PERCENT",
+        help="Maximum regression of a phase in percent of the baseline median; "
+        "repeatable. PHASE may be '*' (every phase) or 'total'. A gate fails "
+        "when the verdict is slower and the change exceeds it. Overrides the "
+        "scenario's [gates] table.",
+    )(command)
+
+
+def github_option(command: F) -> F:
+    return click.option(
+        "--github",
+        is_flag=True,
+        help="Append the Markdown report to $GITHUB_STEP_SUMMARY and key figures "
+        "to $GITHUB_OUTPUT (GitHub Actions).",
+    )(command)
+
+
 @cli.command(epilog=EXIT_CODE_EPILOG)
+@click.option(
+    "--gate",
+    is_flag=True,
+    help="Also gate regressions against --max-regression and the scenario's "
+    "[gates], and print one line per gate.",
+)
 @click.option(
     "--baseline", metavar="SPEC", help="Build to compare against (label 'baseline')."
 )
@@ -243,6 +278,8 @@ def output_options(command: F) -> F:
     help="Complete the missing iterations of an interrupted run, with the "
     "builds, scenario and settings its manifest records.",
 )
+@gate_options
+@github_option
 @output_options
 @click.pass_context
 def run(
@@ -265,6 +302,10 @@ def run(
     output_format: str,
     retries: int,
     resume_dir: Path | None,
+    gate: bool,
+    max_regression: tuple[str, ...],
+    max_regression_default: float | None,
+    github: bool,
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -279,36 +320,55 @@ def run(
     from harness.pipeline import RunRequest, resume_experiment, run_experiment
     from harness.scenario import load_scenario
 
+    from harness.cli_results import (
+        check_gates,
+        check_github_environment,
+        publish_to_github,
+        raise_for_gates,
+    )
+    from harness.gate import check_threshold_phases, parse_threshold
+
     env: Environment = ctx.obj
     env.quiet = quiet
     configure_logging(quiet, verbose, env)
+    thresholds = [parse_threshold(text) for text in max_regression]
+    if github:
+        check_github_environment()
     if resume_dir is not None:
         check_resume_options(ctx)
         outcome = resume_experiment(env, resume_dir, retries)
-        print_report(env, outcome.run_dir, output_format)
-        raise_for_outcome(outcome)
-        return
-    specs = collect_specs(baseline, candidate, extra_builds)
-    execution = Execution(backend=backend, jobs=jobs, registry=registry)
-    execution.check()
-    request = RunRequest(
-        specs=specs,
-        baseline=specs[0].label,
-        scenario=load_scenario(scenario),
-        limits=Limits(cpus=cpus, memory_bytes=parse_memory(memory), timeout_s=timeout),
-        iterations=iterations,
-        image=image,
-        results_root=results_root,
-        order=order,
-        seed=seed if seed is not None else secrets.randbelow(2**31),
-        command=tuple(sys.argv),
-        retries=retries,
-        execution=execution,
-    )
-    outcome = run_experiment(env, request)
+    else:
+        specs = collect_specs(baseline, candidate, extra_builds)
+        execution = Execution(backend=backend, jobs=jobs, registry=registry)
+        execution.check()
+        request = RunRequest(
+            specs=specs,
+            baseline=specs[0].label,
+            scenario=load_scenario(scenario),
+            limits=Limits(
+                cpus=cpus, memory_bytes=parse_memory(memory), timeout_s=timeout
+            ),
+            iterations=iterations,
+            image=image,
+            results_root=results_root,
+            order=order,
+            seed=seed if seed is not None else secrets.randbelow(2**31),
+            command=tuple(sys.argv),
+            retries=retries,
+            execution=execution,
+        )
+        phase_names = [phase.name for phase in request.scenario.phases]
+        check_threshold_phases([*phase_names, "total"], dict(thresholds))
+        outcome = run_experiment(env, request)
     print_report(env, outcome.run_dir, output_format)
     logger.info("wrote %s", outcome.run_dir.path)
+    results = None
+    if gate:
+        results = check_gates(env, outcome.run_dir, thresholds, max_regression_default)
+    if github:
+        publish_to_github(outcome.run_dir, results)
     raise_for_outcome(outcome)
+    raise_for_gates(results)
 
 
 # Options that a resumed run takes from its manifest.
@@ -418,12 +478,19 @@ def raise_for_outcome(outcome: RunOutcome) -> None:
     show_default=True,
     help="Output format.",
 )
+@github_option
 @click.pass_obj
-def report(env: Environment, run_dir: Path, output_format: str) -> None:
+def report(env: Environment, run_dir: Path, output_format: str, github: bool) -> None:
     """Render the report of a stored run from its raw data alone."""
+    from harness.cli_results import check_github_environment, publish_to_github
     from harness.results import RunDirectory
 
-    print_report(env, RunDirectory.open(run_dir), output_format)
+    if github:
+        check_github_environment()
+    directory = RunDirectory.open(run_dir)
+    print_report(env, directory, output_format)
+    if github:
+        publish_to_github(directory, None)
 
 
 @cli.command(epilog=EXIT_CODE_EPILOG)
@@ -500,6 +567,10 @@ def clean(
             f"could not remove {len(result.errors)} items (first: "
             f"{result.errors[0]}); run `coldstart clean` again"
         )
+
+
+# Registers the commands over stored runs (gate, compare, history) on ``cli``.
+from harness import cli_results  # noqa: E402, F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,7 @@ from harness.display import make_display
 from harness.engine import engine_info, host_info
 from harness.environment import Environment
 from harness.errors import BuildFailed, EngineUnavailable, Interrupted
+from harness.history import index_run_safely
 from harness.models import (
     BaseImage,
     BuildSpec,
@@ -257,7 +258,7 @@ def measure(
 def finish_run(
     env: Environment, run_dir: RunDirectory, status: str, stop_reason: str | None = None
 ) -> Any:
-    """Mark the run finished and write summary.json and report.md."""
+    """Mark the run finished, write summary.json and report.md, index the run."""
     records = run_dir.read_records()
     versions = sorted({r.python_version for r in records if r.python_version})
     run_dir.update_manifest(
@@ -268,4 +269,5 @@ def finish_run(
     )
     manifest, records, summary = build_report(run_dir)
     write_report(run_dir, summary, manifest, records)
+    index_run_safely(run_dir.path.parent, manifest, summary)
     return summary
