@@ -34,7 +34,6 @@ logger = logging.getLogger("harness")
 
 
 def check_gates(
-    env: Environment,
     run_dir: RunDirectory,
     thresholds: list[tuple[str, float]],
     default: float | None,
@@ -42,8 +41,8 @@ def check_gates(
 ) -> tuple[GateResult, ...]:
     """Evaluate a run's gates, print one line per gate and rewrite report.md.
 
-    A failed gate is printed on stderr whatever the log level; a passed gate
-    is logged at info level.
+    A failed gate is printed on stderr whatever the log level, and a passed
+    gate is logged at info level.
     """
     from harness.export import ReportData
     from harness.gate import apply_gates, format_gate_line
@@ -67,8 +66,8 @@ def publish_to_github(
 ) -> None:
     """Write the run's report.md and figures to the GitHub Actions files.
 
-    The report.md on disk is used as it is, so a gates section stays in it; a
-    run directory without one gets it rendered from the raw data first.
+    The report.md on disk is used as it is, so a gates section stays in it. A
+    run directory without a report.md gets one rendered from the raw data.
     """
     import os
 
@@ -143,7 +142,7 @@ def gate(
     if github:
         check_github_environment()
     directory = RunDirectory.open(run_dir)
-    results = check_gates(env, directory, thresholds, max_regression_default, metric)
+    results = check_gates(directory, thresholds, max_regression_default, metric)
     if github:
         publish_to_github(directory, results, metric)
     raise_for_gates(results)

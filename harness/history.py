@@ -2,13 +2,13 @@
 
 ``<results root>/index.sqlite`` has one row per run, build and phase with the
 medians and their confidence intervals. ``pipeline.finish_run`` adds each run
-as it finishes; ``reindex`` rebuilds the index from the run directories, which
+as it finishes. ``reindex`` rebuilds the index from the run directories, which
 remain the source of truth.
 
-A step change is flagged between two consecutive runs of one build series (the
-same build label, in order of start time) when the confidence intervals of the
-two medians do not overlap AND the median changed by more than a threshold
-(10% by default) relative to the earlier run.
+A build series is one build label's rows in order of start time. A step change
+is flagged between two consecutive runs of a series when the confidence
+intervals of the two medians do not overlap AND the median changed by more
+than a threshold (10% by default) relative to the earlier run.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def open_index(results_root: Path) -> Iterator[sqlite3.Connection]:
     try:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, INDEX_SCHEMA):
-            logger.warning("index schema %d is unknown; recreating it", version)
+            logger.warning("index schema %d is unknown, so it is recreated", version)
             connection.execute("DROP TABLE IF EXISTS phase_results")
         connection.execute(SCHEMA)
         connection.execute(f"PRAGMA user_version = {INDEX_SCHEMA}")
@@ -201,7 +201,7 @@ def index_run_safely(
 
 
 def reindex(results_root: Path) -> tuple[int, int]:
-    """Rebuild the index from every run directory; return (runs, rows) indexed.
+    """Rebuild the index from every run directory and return (runs, rows) indexed.
 
     A directory that is not a readable run is skipped with a warning.
     """
@@ -230,7 +230,7 @@ def reindex(results_root: Path) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class HistoryQuery:
-    """Which rows ``query_history`` selects; None means any."""
+    """Filters and metric of a ``query_history`` call; a None filter matches all."""
 
     scenario: str | None = None
     phase: str = "total"
