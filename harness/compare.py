@@ -63,10 +63,12 @@ class RunComparison:
 
 def build_labels(run: StoredRun) -> list[str]:
     """Return the run's build labels: its baseline first, then in manifest order."""
-    labels = {str(run.manifest.get("baseline")): None}
+    labels: dict[str, None] = {}
+    if run.manifest.get("baseline"):
+        labels[str(run.manifest["baseline"])] = None
     for build in run.manifest.get("builds", []):
         labels.setdefault(build["label"], None)
-    return [label for label in labels if label != "None"]
+    return list(labels)
 
 
 def choose_build(run: StoredRun, label: str | None, side: str, default: str) -> str:
@@ -154,7 +156,9 @@ def format_value(value: Any) -> str:
 # --- the combined run --------------------------------------------------------
 
 
-def distinct_labels(run_a: StoredRun, build_a: str, run_b: StoredRun, build_b: str):
+def distinct_labels(
+    run_a: StoredRun, build_a: str, run_b: StoredRun, build_b: str
+) -> tuple[str, str]:
     """Return report labels; equal labels get their run ids, so they stay apart."""
     if build_a != build_b:
         return build_a, build_b

@@ -11,6 +11,7 @@ can end its own entry early and inject another output.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -85,7 +86,7 @@ def comparison_outputs(
 
 
 def format_number(value: float) -> str:
-    return f"{value:.6g}" if value == value else "nan"
+    return "nan" if math.isnan(value) else f"{value:.6g}"
 
 
 def collect_outputs(
