@@ -317,9 +317,6 @@ def run(
     or a wheel file.
     """
     from harness.backends import Execution
-    from harness.pipeline import RunRequest, resume_experiment, run_experiment
-    from harness.scenario import load_scenario
-
     from harness.cli_results import (
         check_gates,
         check_github_environment,
@@ -327,6 +324,8 @@ def run(
         raise_for_gates,
     )
     from harness.gate import check_threshold_phases, parse_threshold
+    from harness.pipeline import RunRequest, resume_experiment, run_experiment
+    from harness.scenario import load_scenario
 
     env: Environment = ctx.obj
     env.quiet = quiet
