@@ -124,8 +124,8 @@ def coldstart(
 
 
 def newest_run(workspace: Path) -> Path:
-    runs = sorted((workspace / "results").iterdir(), key=lambda p: p.stat().st_mtime)
-    return runs[-1]
+    runs = [path for path in (workspace / "results").iterdir() if path.is_dir()]
+    return sorted(runs, key=lambda p: p.stat().st_mtime)[-1]
 
 
 def wait_for_records(workspace: Path, before: set[Path], count: int) -> Path:
@@ -156,7 +156,7 @@ def run_containers(client: docker.DockerClient, run: Path) -> list[Any]:
 
 def existing_runs(workspace: Path) -> set[Path]:
     (workspace / "results").mkdir(exist_ok=True)
-    return set((workspace / "results").iterdir())
+    return {path for path in (workspace / "results").iterdir() if path.is_dir()}
 
 
 @pytest.mark.docker
