@@ -327,7 +327,7 @@ def test_parallel_matches_serial_medians(
     """At the default -j the phases' CPU times match those of -j 1."""
     limits = Limits(cpus=0.1, timeout_s=60)
     jobs = default_jobs(engine_cores(client), limits.cpus)
-    assert jobs >= 4
+    assert jobs >= 2
     plan = plan_iterations(["baseline", "candidate"], 6, "shuffle", seed=5)
     env = Environment(docker_factory=lambda: client, quiet=True)
     builds = burner_builds(burner_build)
@@ -356,14 +356,16 @@ def test_parallel_matches_serial_medians(
         labels=TEST_LABELS,
     )
     assert all(record.ok for record in serial + parallel)
-    assert max_overlap(parallel) >= 3
+    assert max_overlap(parallel) >= 2
     serial_cpu = phase_values(serial, "cpu_s")
     parallel_cpu = phase_values(parallel, "cpu_s")
     assert abs(np.median(parallel_cpu) / np.median(serial_cpu) - 1) < 0.1
     assert scipy_stats.mannwhitneyu(serial_cpu, parallel_cpu).pvalue > 0.01
-    # NOTE: wall times are not compared. On a 2-core host that other test runs
-    # keep busy, parallel containers wait for a CPU beyond their quota, and
-    # the report's cpu-starved warning shows it. BENCHMARKS.md has the figures.
+    serial_wall = phase_values(serial, "wall_s")
+    parallel_wall = phase_values(parallel, "wall_s")
+    # Wall time under a 100 ms CFS period moves in whole periods, so a 20%
+    # tolerance is about one period of this 0.5 s phase.
+    assert abs(np.median(parallel_wall) / np.median(serial_wall) - 1) < 0.2
 
 
 @pytest.mark.docker
