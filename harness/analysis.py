@@ -74,6 +74,21 @@ class PhaseSummary:
     wall: SampleStats
     cpu: SampleStats
     throttled_s_median: float | None = None
+    nr_throttled_median: float | None = None
+
+
+@dataclass(frozen=True)
+class MemoryPeak:
+    """Peak memory of a build's containers, from the cgroup's memory counter.
+
+    The counter is what the memory limit is enforced against, so it includes
+    the page cache of files the container read, not only the Python heap.
+    """
+
+    build: str
+    n: int
+    median_bytes: float
+    max_bytes: int
 
 
 @dataclass(frozen=True)
@@ -170,6 +185,8 @@ class Summary:
     passed: bool
     paired: tuple[PairedPhaseComparison, ...] = ()
     nodes: tuple[NodeSummary, ...] = ()
+    memory_peaks: tuple[MemoryPeak, ...] = ()
+    warmups: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Convert to JSON-ready data, with None for NaN and infinite values."""
@@ -191,6 +208,8 @@ class Summary:
             "warnings": [vars(w) for w in self.warnings],
             "paired": [paired_to_dict(c) for c in self.paired],
             "nodes": [node_summary_to_dict(n) for n in self.nodes],
+            "memory_peaks": [vars(peak) for peak in self.memory_peaks],
+            "warmups": self.warmups,
         }
 
 
@@ -226,6 +245,7 @@ def phase_summary_to_dict(summary: PhaseSummary) -> dict[str, Any]:
         "wall": sample_stats_to_dict(summary.wall),
         "cpu": sample_stats_to_dict(summary.cpu),
         "throttled_s_median": to_json_number(summary.throttled_s_median),
+        "nr_throttled_median": to_json_number(summary.nr_throttled_median),
     }
 
 
@@ -389,6 +409,7 @@ def summarise_phases(
             if rows.empty:
                 continue
             throttled = rows["throttled_s"].dropna()
+            periods = rows["nr_throttled"].dropna()
             summaries.append(
                 PhaseSummary(
                     build=build,
@@ -398,6 +419,9 @@ def summarise_phases(
                     cpu=describe_sample(rows["cpu_s"].tolist(), confidence),
                     throttled_s_median=(
                         float(throttled.median()) if len(throttled) else None
+                    ),
+                    nr_throttled_median=(
+                        float(periods.median()) if len(periods) else None
                     ),
                 )
             )
@@ -559,6 +583,26 @@ def budget_sums(frame: pd.DataFrame, build: str, phases: Sequence[str]) -> list[
         if set(group["phase"]) == set(phases):
             sums.append(math.fsum(group["wall_s"]))
     return sums
+
+
+def summarise_memory(
+    records: Sequence[IterationRecord], builds: Sequence[str]
+) -> tuple[MemoryPeak, ...]:
+    """Describe each build's container memory peaks, where the probe read them."""
+    peaks = []
+    for build in builds:
+        values = [
+            peak
+            for record in records
+            if record.build == build
+            and (
+                peak := (record.telemetry.get("cgroup") or {}).get("memory_peak_bytes")
+            )
+        ]
+        if values:
+            median = float(np.median(values))
+            peaks.append(MemoryPeak(build, len(values), median, int(max(values))))
+    return tuple(peaks)
 
 
 def count_failures(records: Sequence[IterationRecord]) -> tuple[FailureCount, ...]:
@@ -746,6 +790,7 @@ def summarise(
 
     ``metric`` chooses the time that verdicts use ("wall" or "cpu"); both are
     always described. Budget checks use wall time (see ``check_budgets``).
+    Warm-up records are counted in ``Summary.warmups`` and used nowhere else.
     """
     if metric not in METRIC_COLUMNS:
         raise ValueError(f"metric must be 'wall' or 'cpu', not {metric!r}")
@@ -755,7 +800,8 @@ def summarise(
             f"the manifest has no {' or '.join(missing)}; it was not written by "
             "`coldstart run`, or the run failed before it started"
         )
-    parsed = [as_record(record) for record in records]
+    every_record = [as_record(record) for record in records]
+    parsed = [record for record in every_record if not record.warmup]
     phase_budgets = scenario_phase_budgets(manifest)
     frame = records_to_frame(parsed, phase_budgets=phase_budgets)
     builds = build_labels(manifest, parsed)
@@ -811,4 +857,6 @@ def summarise(
         passed=bool(budget_checks) and all(c.passed for c in budget_checks),
         paired=paired,
         nodes=summarise_nodes(frame, parsed, builds, phases),
+        memory_peaks=summarise_memory(parsed, builds),
+        warmups=len(every_record) - len(parsed),
     )

@@ -31,9 +31,11 @@ from harness.errors import (
     InvalidInput,
     MeasurementFailed,
 )
-from harness.models import BuildSpec, FailureKind, Limits
+from harness.models import BuildSpec, FailureKind
+from harness.shaping import PROFILES
 
 if TYPE_CHECKING:
+    from harness.analysis import Metric
     from harness.pipeline import RunOutcome
     from harness.results import RunDirectory
 
@@ -146,6 +148,53 @@ def github_option(command: F) -> F:
     )(command)
 
 
+def analysis_options(command: F) -> F:
+    """Add ``--metric``, ``--alpha`` and ``--min-effect`` to a command.
+
+    Their defaults are None so that ``report`` can fall back to the values
+    the run was made with.
+    """
+    command = click.option(
+        "--min-effect",
+        type=click.FloatRange(min=0, max=1, max_open=True),
+        help="Smallest change of the median, as a fraction (0.05 = 5%), that "
+        "counts as faster or slower.  [default: 0.05]",
+    )(command)
+    command = click.option(
+        "--alpha",
+        type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+        help="Significance level of the Mann-Whitney U test.  [default: 0.05]",
+    )(command)
+    return click.option(
+        "--metric",
+        type=click.Choice(["wall", "cpu"]),
+        help="Time the verdicts use; the report shows both.  [default: wall]",
+    )(command)
+
+
+def shaping_options(command: F) -> F:
+    """Add the CPU and memory shaping options of ``run``."""
+    command = click.option(
+        "--init-cpus",
+        type=click.FloatRange(min=0.01, max=64),
+        help="CPU share in cores for the phases counted against the init "
+        "budget; the quota changes to --cpus before the first other phase. "
+        "Default: --cpus for every phase.",
+    )(command)
+    command = click.option(
+        "--cpu-period",
+        type=click.IntRange(min=1000, max=1_000_000),
+        help="CFS period in microseconds; the quota is --cpus times this.  "
+        "[default: 100000]",
+    )(command)
+    return click.option(
+        "--profile",
+        type=click.Choice(list(PROFILES)),
+        help="Preset of a Lambda memory size: that memory limit and a CPU share "
+        "of size / 1769 cores. --cpus, --memory and --cpu-period override it.",
+    )(command)
+
+
 @cli.command(epilog=EXIT_CODE_EPILOG)
 @click.option(
     "--gate",
@@ -183,12 +232,19 @@ def github_option(command: F) -> F:
     help="Containers started per build, each one cold start.",
 )
 @click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Unrecorded containers per build before the first round, so that "
+    "no measured container is the first to read a fresh image from disk.",
+)
+@click.option(
     "--cpus",
     type=click.FloatRange(min=0.01, max=64),
-    default=0.1,
-    show_default=True,
     help="CPU share of each container in cores (0.1 = a CFS quota of 10 ms "
-    "per 100 ms period, like a 128 MB Lambda function).",
+    "per 100 ms period, like a 128 MB Lambda function).  [default: 0.1, or "
+    "the --profile's share]",
 )
 @click.option(
     "--memory",
@@ -280,6 +336,8 @@ def github_option(command: F) -> F:
 )
 @gate_options
 @github_option
+@shaping_options
+@analysis_options
 @output_options
 @click.pass_context
 def run(
@@ -289,7 +347,8 @@ def run(
     extra_builds: tuple[str, ...],
     scenario: str,
     iterations: int,
-    cpus: float,
+    warmup: int,
+    cpus: float | None,
     memory: str | None,
     image: str,
     timeout: float,
@@ -306,6 +365,12 @@ def run(
     max_regression: tuple[str, ...],
     max_regression_default: float | None,
     github: bool,
+    profile: str | None,
+    cpu_period: int | None,
+    init_cpus: float | None,
+    metric: Metric | None,
+    alpha: float | None,
+    min_effect: float | None,
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -325,7 +390,9 @@ def run(
     )
     from harness.gate import check_threshold_phases, parse_threshold
     from harness.pipeline import RunRequest, resume_experiment, run_experiment
+    from harness.report import AnalysisOptions
     from harness.scenario import load_scenario
+    from harness.shaping import resolve_limits
 
     env: Environment = ctx.obj
     env.quiet = quiet
@@ -344,8 +411,13 @@ def run(
             specs=specs,
             baseline=specs[0].label,
             scenario=load_scenario(scenario),
-            limits=Limits(
-                cpus=cpus, memory_bytes=parse_memory(memory), timeout_s=timeout
+            limits=resolve_limits(
+                profile=profile,
+                cpus=cpus,
+                memory_bytes=parse_memory(memory),
+                cpu_period_us=cpu_period,
+                init_cpus=init_cpus,
+                timeout_s=timeout,
             ),
             iterations=iterations,
             image=image,
@@ -355,6 +427,12 @@ def run(
             command=tuple(sys.argv),
             retries=retries,
             execution=execution,
+            warmup=warmup,
+            analysis=AnalysisOptions(
+                metric=metric or "wall",
+                alpha=alpha if alpha is not None else 0.05,
+                min_effect=min_effect if min_effect is not None else 0.05,
+            ),
         )
         phase_names = [phase.name for phase in request.scenario.phases]
         check_threshold_phases([*phase_names, "total"], dict(thresholds))
@@ -378,7 +456,11 @@ RECORDED_OPTIONS = (
     "extra_builds",
     "scenario",
     "iterations",
+    "warmup",
     "cpus",
+    "cpu_period",
+    "init_cpus",
+    "profile",
     "memory",
     "image",
     "timeout",
@@ -431,10 +513,20 @@ def collect_specs(
     return tuple(specs)
 
 
-def print_report(env: Environment, run_dir: RunDirectory, output_format: str) -> None:
+def print_report(
+    env: Environment,
+    run_dir: RunDirectory,
+    output_format: str,
+    *,
+    metric: Metric | None = None,
+    alpha: float | None = None,
+    min_effect: float | None = None,
+) -> None:
     from harness.report import build_report, render
 
-    manifest, records, summary = build_report(run_dir)
+    manifest, records, summary = build_report(
+        run_dir, metric=metric, alpha=alpha, min_effect=min_effect
+    )
     text = render(output_format, manifest, records, summary)
     env.stdout.print(text, markup=False, highlight=False, soft_wrap=True)
 
@@ -448,7 +540,11 @@ def raise_for_outcome(outcome: RunOutcome) -> None:
         labels = ", ".join(repr(error.label) for error in failed_builds)
         raise BuildFailed(labels, "see the error lines above")
     records = outcome.records
-    failed = [r for r in records if r.failure and r.failure != FailureKind.BUILD]
+    failed = [
+        r
+        for r in records
+        if r.failure and r.failure != FailureKind.BUILD and not r.warmup
+    ]
     if failed:
         raise MeasurementFailed(
             f"{len(failed)} of {len(records)} iterations failed "
@@ -479,16 +575,37 @@ def raise_for_outcome(outcome: RunOutcome) -> None:
     help="Output format.",
 )
 @github_option
+@analysis_options
 @click.pass_obj
-def report(env: Environment, run_dir: Path, output_format: str, github: bool) -> None:
-    """Render the report of a stored run from its raw data alone."""
+def report(
+    env: Environment,
+    run_dir: Path,
+    output_format: str,
+    github: bool,
+    metric: Metric | None,
+    alpha: float | None,
+    min_effect: float | None,
+) -> None:
+    """Render the report of a stored run from its raw data alone.
+
+    \b
+    --metric, --alpha and --min-effect default to the values the run was made
+    with.
+    """
     from harness.cli_results import check_github_environment, publish_to_github
     from harness.results import RunDirectory
 
     if github:
         check_github_environment()
     directory = RunDirectory.open(run_dir)
-    print_report(env, directory, output_format)
+    print_report(
+        env,
+        directory,
+        output_format,
+        metric=metric,
+        alpha=alpha,
+        min_effect=min_effect,
+    )
     if github:
         publish_to_github(directory, None)
 

@@ -189,14 +189,29 @@ class BaseImage:
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits applied to every measurement container."""
+    """Resource limits applied to every measurement container.
+
+    ``cpus`` is the CPU share in cores, enforced as a CFS quota of ``cpus *
+    cpu_period_us`` microseconds per period. ``init_cpus``, when set, is the
+    share for the phases counted against the "init" budget; the quota changes
+    to ``cpus`` before the first other phase. ``profile`` names the preset the
+    values came from, if any.
+    """
 
     cpus: float = 0.1
     memory_bytes: int | None = None
     timeout_s: float = 120.0
+    cpu_period_us: int = 100_000
+    init_cpus: float | None = None
+    profile: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Limits:
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)
 
 
 @dataclass(frozen=True)
@@ -250,7 +265,11 @@ class FailureKind(StrEnum):
 
 @dataclass(frozen=True)
 class IterationRecord:
-    """One line of ``raw.jsonl``: one container run of one build."""
+    """One line of ``raw.jsonl``: one container run of one build.
+
+    A ``warmup`` record comes from an unrecorded container run before the first
+    round, and no statistic counts it.
+    """
 
     build: str
     iteration: int
@@ -263,6 +282,7 @@ class IterationRecord:
     python_version: str | None = None
     peak_rss_kb: int | None = None
     telemetry: Mapping[str, Any] = field(default_factory=dict)
+    warmup: bool = False
 
     @property
     def ok(self) -> bool:
@@ -283,6 +303,7 @@ class IterationRecord:
             "peak_rss_kb": self.peak_rss_kb,
             "phases": [phase.to_dict() for phase in self.phases],
             "telemetry": dict(self.telemetry),
+            "warmup": self.warmup,
         }
 
     @classmethod
@@ -300,4 +321,5 @@ class IterationRecord:
             python_version=data.get("python_version"),
             peak_rss_kb=data.get("peak_rss_kb"),
             telemetry=data.get("telemetry", {}),
+            warmup=bool(data.get("warmup", False)),
         )

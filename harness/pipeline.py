@@ -30,9 +30,10 @@ from harness.models import (
     PreparedBuild,
     Scenario,
 )
-from harness.report import build_report, write_report
+from harness.report import AnalysisOptions, build_report, write_report
 from harness.results import ResultsUnwritable, RunDirectory, new_run_id
 from harness.runner import plan_iterations, run_plan
+from harness.shaping import plan_quota_switch
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class RunRequest:
     command: tuple[str, ...] = ()
     retries: int = 0
     execution: Execution = field(default_factory=Execution)
+    warmup: int = 1
+    analysis: AnalysisOptions = AnalysisOptions()
 
 
 @dataclass
@@ -72,6 +75,8 @@ def run_experiment(env: Environment, request: RunRequest) -> RunOutcome:
     are still measured. On a signal the manifest is marked interrupted, the
     report is written from what was measured, and Interrupted propagates.
     """
+    # Raises InvalidInput before anything is built if the phases cannot switch.
+    plan_quota_switch(request.scenario, request.limits)
     execution = resolve_execution(env, request.execution, request.limits)
     request = replace(request, execution=execution)
     base = resolve_base_image(env.docker, request.image, cache_dir=env.cache_dir)
@@ -154,7 +159,9 @@ def initial_manifest(
             "iterations": request.iterations,
             "order": request.order,
             "seed": request.seed,
+            "warmup": request.warmup,
         },
+        "analysis": request.analysis.to_dict(),
         "host": host_info(),
         "engine": engine_info(env.docker),
         "harness_python": platform.python_version(),
@@ -232,11 +239,14 @@ def measure(
     if not prepared:
         return []
     labels = [build.label for build in prepared]
-    plan = plan_iterations(labels, request.iterations, request.order, request.seed)
+    plan = plan_iterations(
+        labels, request.iterations, request.order, request.seed, request.warmup
+    )
     logger.info(
-        "running %d containers: %d builds x %d iterations at --cpus %g",
+        "running %d containers: %d builds x (%d warm-up + %d iterations) at --cpus %g",
         len(plan),
         len(labels),
+        request.warmup,
         request.iterations,
         request.limits.cpus,
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 from harness import probe_main
 from harness.models import Scenario
-from harness.probe_main import PHASE_MARKER, RECORD_MARKER
+from harness.probe_main import PHASE_MARKER, QUOTA_OPTION, RECORD_MARKER
 
 PROBE_VERSION = 1
 EXCERPT_CHARS = 300
@@ -40,9 +40,19 @@ def probe_source() -> str:
     return inspect.getsource(probe_main)
 
 
-def probe_command(scenario: Scenario) -> list[str]:
-    """Return the container command that runs the scenario's phases once."""
-    command = ["python3", "-c", probe_source(), scenario.setup]
+def probe_command(
+    scenario: Scenario, quota_switch: tuple[int, int] | None = None
+) -> list[str]:
+    """Return the container command that runs the scenario's phases once.
+
+    ``quota_switch`` is (phase index, quota in microseconds): the probe waits
+    for that CPU quota before that phase.
+    """
+    command = ["python3", "-c", probe_source()]
+    if quota_switch is not None:
+        index, quota = quota_switch
+        command.append(f"{QUOTA_OPTION}{index}:{quota}")
+    command.append(scenario.setup)
     for phase in scenario.phases:
         command += [phase.name, phase.code]
     return command

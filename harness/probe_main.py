@@ -14,6 +14,11 @@ Output is one line on stdout, ``RECORD_MARKER`` followed by the JSON record,
 written last so that anything the code under test prints comes before it. Before
 each phase starts, a ``PHASE_MARKER`` line naming it goes to stderr, so the host
 can tell which phase was running when a container had to be killed.
+
+With ``--quota-switch=INDEX:QUOTA`` before SETUP, the probe writes a
+``QUOTA_MARKER`` line to stderr before phase INDEX (counted from 0) and waits,
+untimed, until its cgroup's CPU quota reads QUOTA microseconds; the host sets
+the quota when it sees the marker.
 """
 
 import os
@@ -22,6 +27,11 @@ import time
 
 RECORD_MARKER = "\x1ecoldstart-probe-v1 "
 PHASE_MARKER = "\x1ecoldstart-phase "
+QUOTA_MARKER = "\x1ecoldstart-quota "
+# Optional first argument: change the CPU quota before a phase.
+QUOTA_OPTION = "--quota-switch="
+QUOTA_WAIT_TIMEOUT_S = 30.0
+QUOTA_POLL_S = 0.002
 MAX_MESSAGE_CHARS = 500
 
 # cgroup v1 mounts each controller separately. Docker mounts the cpu and cpuacct
@@ -245,11 +255,42 @@ def parse_arguments(arguments):
     return arguments[0], phases
 
 
-def run_phases(setup, phase_configs, version):
+def split_quota_option(arguments):
+    """Return ({"phase_index", "quota_us"} or None, the remaining arguments)."""
+    if not arguments or not arguments[0].startswith(QUOTA_OPTION):
+        return None, arguments
+    index, _, quota = arguments[0][len(QUOTA_OPTION) :].partition(":")
+    if not (index.isdigit() and quota.isdigit()):
+        raise SystemExit("usage: probe [--quota-switch=INDEX:QUOTA_US] SETUP ...")
+    return {"phase_index": int(index), "quota_us": int(quota)}, arguments[1:]
+
+
+def wait_for_quota(switch, version):
+    """Ask the host for the new quota and wait until the cgroup shows it.
+
+    Stores the wait in ``switch["wait_s"]``. Raises RuntimeError on timeout.
+    """
+    sys.stderr.write("\n" + QUOTA_MARKER + str(switch["quota_us"]) + "\n")
+    sys.stderr.flush()
+    start = time.monotonic()
+    quota = read_cpu_limit(version)[0]
+    while quota != switch["quota_us"]:
+        if time.monotonic() - start > QUOTA_WAIT_TIMEOUT_S:
+            raise RuntimeError(
+                f"CPU quota still {quota} us, expected {switch['quota_us']} us "
+                f"after {QUOTA_WAIT_TIMEOUT_S:g} s (the host did not update it)"
+            )
+        time.sleep(QUOTA_POLL_S)
+        quota = read_cpu_limit(version)[0]
+    switch["wait_s"] = time.monotonic() - start
+
+
+def run_phases(setup, phase_configs, version, switch=None):
     """Run setup, then each phase in order; stop at the first that raises.
 
     Returns the completed phases and the error, or None. BaseException is
-    caught so that code calling sys.exit() still yields a record.
+    caught so that code calling sys.exit() still yields a record. ``switch``
+    from split_quota_option changes the quota between two phases.
     """
     namespace = {"__name__": "__coldstart__"}
     phases = []
@@ -258,7 +299,10 @@ def run_phases(setup, phase_configs, version):
         if setup:
             announce_phase(current)
             exec(compile(setup, "<setup>", "exec"), namespace)
-        for phase in phase_configs:
+        for index, phase in enumerate(phase_configs):
+            if switch is not None and index == switch["phase_index"]:
+                current = "CPU quota switch"
+                wait_for_quota(switch, version)
             current = phase["name"]
             phases.append(run_phase(phase, namespace, version))
     except BaseException as error:
@@ -286,9 +330,10 @@ def emit_record(record):
 
 def main(argv):
     interpreter_start_s = measure_interpreter_start()
-    setup, phase_configs = parse_arguments(argv[1:])
+    switch, arguments = split_quota_option(argv[1:])
+    setup, phase_configs = parse_arguments(arguments)
     version = cgroup_version()
-    phases, error = run_phases(setup, phase_configs, version)
+    phases, error = run_phases(setup, phase_configs, version, switch)
     # Imported only now: see the module docstring.
     import platform
     import resource
@@ -303,6 +348,7 @@ def main(argv):
         "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "cgroup": read_container_cgroup(version),
         "interpreter_start_s": interpreter_start_s,
+        "quota_switch": switch,
     }
     emit_record(record)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,28 @@ from harness.results import REPORT, SUMMARY, RunDirectory
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How verdicts are decided: the metric, significance level and min effect.
+
+    ``min_effect`` is a fraction of the baseline median (0.05 = 5%).
+    """
+
+    metric: Metric = "wall"
+    alpha: float = 0.05
+    min_effect: float = 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> AnalysisOptions:
+        """Return the options a run was made with, or the defaults."""
+        stored = manifest.get("analysis") or {}
+        known = {key: stored[key] for key in cls.__dataclass_fields__ if key in stored}
+        return cls(**known)
+
+
 def open_run(run_dir: RunDirectory | Path | str) -> RunDirectory:
     if isinstance(run_dir, RunDirectory):
         return run_dir
@@ -24,19 +47,31 @@ def open_run(run_dir: RunDirectory | Path | str) -> RunDirectory:
 def build_report(
     run_dir: RunDirectory | Path | str,
     *,
-    metric: Metric = "wall",
-    alpha: float = 0.05,
-    min_effect: float = 0.05,
+    metric: Metric | None = None,
+    alpha: float | None = None,
+    min_effect: float | None = None,
 ) -> tuple[dict[str, Any], list[IterationRecord], Summary]:
     """Read a run directory and summarise it with ``analysis.summarise``.
 
-    Raises InvalidInput when the directory contains no readable run.
+    An option left as None takes the value the run was made with (the
+    manifest's "analysis" entry), else the default. Raises InvalidInput when
+    the directory contains no readable run.
     """
     directory = open_run(run_dir)
     manifest = directory.read_manifest()
     records = directory.read_records()
+    stored = AnalysisOptions.from_manifest(manifest)
+    options = AnalysisOptions(
+        metric=metric or stored.metric,
+        alpha=alpha if alpha is not None else stored.alpha,
+        min_effect=min_effect if min_effect is not None else stored.min_effect,
+    )
     summary = summarise(
-        manifest, records, metric=metric, alpha=alpha, min_effect=min_effect
+        manifest,
+        records,
+        metric=options.metric,
+        alpha=options.alpha,
+        min_effect=options.min_effect,
     )
     return manifest, records, summary
 

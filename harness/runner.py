@@ -43,6 +43,11 @@ from harness.probe import (
     probe_command,
 )
 from harness.results import RunDirectory
+from harness.shaping import (
+    QuotaFollower,
+    initial_quota_us,
+    plan_quota_switch,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -52,9 +57,6 @@ logger = logging.getLogger(__name__)
 
 ORDERS = ("shuffle", "alternate")
 
-# The CFS period is set explicitly so that the quantum of throttling is known:
-# 100 ms is the kernel's default and what `docker run --cpus` uses.
-CFS_PERIOD_US = 100_000
 # Time allowed for the engine to report a killed container's exit.
 KILL_WAIT_S = 30
 # Isolation of the code under test: user and group 65534 are "nobody" in
@@ -79,26 +81,37 @@ REQUIRED_OPTIONS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class PlannedIteration:
-    """One container run of one build; round and iteration count from 1."""
+    """One container run of one build; round and iteration count from 1.
+
+    Warm-up runs come before round 1 and are numbered in round 0.
+    """
 
     round: int
     build: str
     iteration: int
+    warmup: bool = False
 
 
 def plan_iterations(
-    labels: list[str], iterations: int, order: str, seed: int
+    labels: list[str], iterations: int, order: str, seed: int, warmup: int = 0
 ) -> list[PlannedIteration]:
     """Return the run order: each round runs every build once.
 
     "alternate" keeps the label order in every round (A B A B ...). "shuffle"
     shuffles each round with ``random.Random(seed)``, so the same seed gives the
     same plan. Either way machine drift spreads over all builds, because no
-    build runs twice before every other build has run once.
+    build runs twice before every other build has run once. ``warmup`` runs
+    per build, in label order, come first.
     """
     validate_plan(labels, iterations, order)
+    if warmup < 0:
+        raise InvalidInput(f"invalid warm-up count {warmup}: must be 0 or more")
     rng = random.Random(seed)
-    plan = []
+    plan = [
+        PlannedIteration(round=0, build=label, iteration=number, warmup=True)
+        for number in range(1, warmup + 1)
+        for label in labels
+    ]
     for round_number in range(1, iterations + 1):
         round_labels = list(labels)
         if order == "shuffle":
@@ -173,8 +186,10 @@ def run_iteration(
             container_s=0.0,
             failure=FailureKind.ENGINE,
             error=describe_engine_error(error, build),
+            warmup=planned.warmup,
         )
-    return interpret_run(run, build.label, planned, started_at, limits)
+    record = interpret_run(run, build.label, planned, started_at, limits)
+    return replace(record, warmup=planned.warmup)
 
 
 def container_options(
@@ -189,14 +204,19 @@ def container_options(
     at most PIDS_LIMIT processes and a read-only root filesystem. Only /tmp is
     writable, a tmpfs of TMPFS_SIZE that counts against the memory limit.
     """
+    switch = plan_quota_switch(scenario, limits)
     options: dict[str, Any] = {
         "image": build.image_tag,
-        "command": probe_command(scenario),
+        "command": probe_command(
+            scenario, (switch.phase_index, switch.quota_us) if switch else None
+        ),
         # HOME and the scenario's variables: nothing from the host's
         # environment. A scenario may set HOME itself.
         "environment": {"HOME": CONTAINER_HOME, **scenario.env},
-        "cpu_period": CFS_PERIOD_US,
-        "cpu_quota": int(limits.cpus * CFS_PERIOD_US),
+        # The period is set explicitly so that the quantum of throttling is
+        # known, even where the engine's default differs.
+        "cpu_period": limits.cpu_period_us,
+        "cpu_quota": initial_quota_us(limits),
         "network_mode": "none",
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
@@ -238,12 +258,18 @@ def run_container(
 ) -> ContainerRun:
     """Create, start and wait for one container; always remove it."""
     options = container_options(build, scenario, limits, labels)
+    switch = plan_quota_switch(scenario, limits)
     container = client.containers.create(**options)
     try:
         start = time.monotonic()
         container.start()
+        follower = QuotaFollower(container, switch) if switch else None
+        if follower:
+            follower.start()
         exit_code, timed_out = wait_or_kill(container, limits.timeout_s)
         container_s = time.monotonic() - start
+        if follower:
+            follower.join()
         container.reload()
         return ContainerRun(
             exit_code=exit_code,
@@ -343,6 +369,7 @@ def record_from_probe(probe: dict[str, Any], fields: dict[str, Any]) -> Iteratio
         **fields["telemetry"],
         "cgroup": probe.get("cgroup"),
         "interpreter_start_s": probe.get("interpreter_start_s"),
+        "quota_switch": probe.get("quota_switch"),
         "implementation": probe.get("implementation"),
         "executable": probe.get("executable"),
     }

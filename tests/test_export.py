@@ -110,7 +110,8 @@ def test_markdown_names_stand_in_image() -> None:
     text = render("markdown", manifest, records, summary)
     assert (
         "Base image coldstart-base:bookworm-python3.11 (Python 3.11.2, stand-in "
-        "for python:3.11-slim), cpus 0.1, memory no limit, 6 iterations per build"
+        "for python:3.11-slim), cpus 0.1 per 100 ms CFS period, memory no limit, "
+        "6 iterations per build"
     ) in text
     real = copy.deepcopy(manifest)
     real["base_image"].update(tag="python:3.11-slim", stand_in=False)

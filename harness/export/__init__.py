@@ -147,6 +147,17 @@ def describe_image(manifest: Mapping[str, Any]) -> str:
     return text + ")"
 
 
+def describe_cpu(limits: Mapping[str, Any]) -> str:
+    """Describe the CPU share, its CFS period and the init share, if any."""
+    period = limits.get("cpu_period_us") or 100_000
+    text = f"cpus {limits.get('cpus')} per {period / 1000:g} ms CFS period"
+    if limits.get("init_cpus") is not None:
+        text += f" (init phases: cpus {limits['init_cpus']})"
+    if limits.get("profile"):
+        text += f", profile {limits['profile']}"
+    return text
+
+
 def describe_environment(manifest: Mapping[str, Any]) -> str:
     """Describe image, limits, iterations and host in one sentence."""
     limits = manifest.get("limits") or {}
@@ -154,12 +165,35 @@ def describe_environment(manifest: Mapping[str, Any]) -> str:
     host = manifest.get("host") or {}
     tool = manifest.get("tool") or {}
     return (
-        f"Base {describe_image(manifest)}, cpus {limits.get('cpus')}, "
+        f"Base {describe_image(manifest)}, {describe_cpu(limits)}, "
         f"memory {format_memory(limits.get('memory_bytes'))}, "
         f"{plan.get('iterations')} iterations per build in {plan.get('order')} "
-        f"order, host kernel {host.get('kernel')} on {host.get('cpu_model')} "
+        f"order{describe_warmup(plan)}, host kernel {host.get('kernel')} on {host.get('cpu_model')} "
         f"({host.get('cpus')} CPUs), {tool.get('name')} {tool.get('version')}."
     )
+
+
+def describe_warmup(plan: Mapping[str, Any]) -> str:
+    """Return ", after N unrecorded warm-up containers per build", or ""."""
+    count = plan.get("warmup")
+    if not count:
+        return ""
+    noun = "container" if count == 1 else "containers"
+    return f" after {count} unrecorded warm-up {noun} per build"
+
+
+def describe_memory_peaks(summary: Summary) -> list[str]:
+    """Return one sentence per build on its containers' peak memory."""
+    return [
+        f"Peak memory of {peak.build}: median {peak.median_bytes / 2**20:.1f} MiB, "
+        f"max {peak.max_bytes / 2**20:.1f} MiB over {peak.n} containers "
+        "(cgroup counter, page cache included)."
+        for peak in summary.memory_peaks
+    ]
+
+
+def format_count(value: float | None) -> str:
+    return f"{value:g}" if is_number(value) else NOT_AVAILABLE
 
 
 def describe_build(build: Mapping[str, Any]) -> str:

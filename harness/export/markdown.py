@@ -20,7 +20,9 @@ from harness.export import (
     ReportData,
     describe_build,
     describe_environment,
+    describe_memory_peaks,
     describe_verdict_rule,
+    format_count,
     format_delta,
     format_p_value,
     format_percent,
@@ -253,6 +255,7 @@ def stats_cells(sample: SampleStats) -> list[str]:
 
 
 def render_statistics(summary: Summary) -> list[str]:
+    """Render wall and CPU time per build and phase, with the CFS throttling."""
     ci = f"{summary.confidence:.0%} CI"
     header = ["build", "phase", "n", "median", ci, "mean", "stdev", "min", "max"]
     header += ["p90", "CV"]
@@ -261,25 +264,33 @@ def render_statistics(summary: Summary) -> list[str]:
         rows = []
         for phase_summary in summary.phase_summaries:
             sample = phase_summary.wall if metric == "wall" else phase_summary.cpu
-            rows.append(
-                [
-                    escape_markdown(phase_summary.build),
-                    escape_markdown(phase_summary.phase),
-                    str(phase_summary.n),
-                    *stats_cells(sample),
-                ]
-            )
+            cells = [
+                escape_markdown(phase_summary.build),
+                escape_markdown(phase_summary.phase),
+                str(phase_summary.n),
+                *stats_cells(sample),
+            ]
+            if metric == "cpu":
+                cells.append(format_count(phase_summary.nr_throttled_median))
+                cells.append(format_seconds(phase_summary.throttled_s_median))
+            rows.append(cells)
         title = "Wall time" if metric == "wall" else "CPU time"
-        lines += [f"#### {title}", "", *render_table(header, rows, 2), ""]
+        columns = header
+        if metric == "cpu":
+            columns = [*header, "throttled periods", "throttled time"]
+        lines += [f"#### {title}", "", *render_table(columns, rows, 2), ""]
     return ["### Statistics per build", "", *lines[:-1]]
 
 
-def render_environment(manifest: Any) -> list[str]:
+def render_environment(manifest: Any, summary: Summary) -> list[str]:
     lines = ["### Environment", "", escape_markdown(describe_environment(manifest))]
     lines.append("")
     for build in manifest.get("builds", []):
         lines.append(f"- {escape_markdown(describe_build(build))}")
-    return [*lines, "", CFS_NOTE]
+    peaks = [f"- {escape_markdown(line)}" for line in describe_memory_peaks(summary)]
+    if peaks:
+        peaks.insert(0, "")
+    return [*lines, "", CFS_NOTE, *peaks]
 
 
 def render_failures(report: ReportData) -> list[str]:
@@ -371,7 +382,7 @@ class MarkdownExporter:
             render_budgets(summary),
             render_nodes(summary),
             render_statistics(summary),
-            render_environment(report.manifest),
+            render_environment(report.manifest, summary),
             render_failures(report),
             render_warnings(summary),
             render_iterations(report),

@@ -21,7 +21,9 @@ from harness.export import (
     ReportData,
     describe_build,
     describe_environment,
+    describe_memory_peaks,
     describe_verdict_rule,
+    format_count,
     format_delta,
     format_p_value,
     format_percent,
@@ -140,7 +142,7 @@ def render_statistics(summary: Summary, metric: str) -> Table:
     columns = ["build", "phase", "n", "median", f"{summary.confidence:.0%} CI"]
     columns += ["mean", "stdev", "min", "max", "p90", "CV"]
     if metric == "cpu":
-        columns.append("throttled")
+        columns += ["throttled periods", "throttled time"]
     title = "Wall time per build" if metric == "wall" else "CPU time per build"
     table = make_table(title, columns, numeric_from=2)
     for phase_summary in summary.phase_summaries:
@@ -157,6 +159,7 @@ def render_statistics(summary: Summary, metric: str) -> Table:
             format_percent(sample.cv),
         ]
         if metric == "cpu":
+            cells.append(format_count(phase_summary.nr_throttled_median))
             cells.append(format_seconds(phase_summary.throttled_s_median))
         table.add_row(Text(phase_summary.build), Text(phase_summary.phase), *cells)
     return table
@@ -170,6 +173,7 @@ def render_notes(report: ReportData) -> list[RenderableType]:
     ]
     notes += [Text(f"  {describe_build(b)}") for b in report.manifest["builds"]]
     notes.append(Text(CFS_NOTE))
+    notes += [Text(line) for line in describe_memory_peaks(report.summary)]
     for failed in report.manifest.get("failed_builds", []):
         notes.append(
             Text(f"build {failed.get('label')} not built: {failed.get('error')}")
