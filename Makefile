@@ -33,8 +33,8 @@ benchmark: image
 	$(BIN)/python -m benchmarks
 
 lint: $(BIN)/coldstart
-	$(BIN)/ruff format --check harness tests
-	$(BIN)/ruff check harness tests
+	$(BIN)/ruff format --check harness tests benchmarks
+	$(BIN)/ruff check harness tests benchmarks
 	$(BIN)/mypy
 
 clean:

@@ -16,6 +16,7 @@ SECTIONS = {
     "overhead": "benchmarks.overhead",
     "robustness": "benchmarks.robustness",
     "scale": "benchmarks.scale",
+    "statistics": "benchmarks.statistics",
 }
 
 BENCHMARKS_FILE = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"

@@ -374,3 +374,47 @@ def test_summary_warns_cpu_starved_phase() -> None:
     starved = [w for w in summary.warnings if w.code == "cpu-starved"]
     assert [w.message.split(":")[0] for w in starved] == ["base / import"]
     assert "waited 0.200 s (median) for a CPU beyond its quota" in starved[0].message
+
+
+def test_summary_excludes_warmup_records() -> None:
+    warmup = record(
+        "base",
+        1,
+        [phase("import", 9.0), phase("call", 9.0)],
+        round=0,
+        warmup=True,
+        status="failed",
+        failure="timeout",
+        error="phase 'import' timed out after 120 s",
+    )
+    summary = summarise(make_manifest(), [warmup, *make_records()])
+    plain = summarise(make_manifest(), make_records())
+    assert summary.warmups == 1
+    assert plain.warmups == 0
+    assert summary.phase_summaries == plain.phase_summaries
+    assert summary.failures == plain.failures
+    assert summary.budget_checks == plain.budget_checks
+    assert summary.to_dict()["warmups"] == 1
+
+
+def test_summary_median_throttled_periods() -> None:
+    summary = summarise(make_manifest(), make_records())
+    by_key = {(s.build, s.phase): s for s in summary.phase_summaries}
+    assert by_key[("base", "import")].nr_throttled_median == 4.0
+    assert by_key[("base", "total")].nr_throttled_median == 8.0
+    assert by_key[("base", "import")].throttled_s_median == 0.25
+    assert by_key[("cand", "import")].nr_throttled_median is None
+
+
+def test_summary_memory_peak_per_build() -> None:
+    records = make_records()
+    for index, item in enumerate(records):
+        if item["build"] == "base":
+            item["telemetry"] = {"cgroup": {"memory_peak_bytes": (index + 1) * 2**20}}
+    summary = summarise(make_manifest(), records)
+    (peak,) = summary.memory_peaks
+    assert peak.build == "base"
+    assert peak.n == 5
+    # Base records sit at even positions 0, 2, ..., 8 of the list.
+    assert peak.median_bytes == 5 * 2**20
+    assert peak.max_bytes == 9 * 2**20

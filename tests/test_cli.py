@@ -114,3 +114,71 @@ def test_click_usage_error_exits_2():
     result = coldstart("run", "--cpus", "zero")
     assert result.returncode == 2
     assert "Invalid value for '--cpus'" in result.stderr
+
+
+def test_run_help_lists_shaping_and_analysis_options():
+    result = coldstart("run", "--help")
+    assert result.returncode == 0
+    for option in (
+        "--profile",
+        "--cpu-period",
+        "--init-cpus",
+        "--warmup",
+        "--metric",
+        "--alpha",
+        "--min-effect",
+    ):
+        assert option in result.stdout
+    assert "lambda-1769" in result.stdout
+
+
+def test_run_with_unknown_profile_exits_2():
+    result = coldstart(
+        "run", "--baseline", "stripe==1", "--candidate", "stripe==2", "--profile", "x"
+    )
+    assert result.returncode == 2
+    assert "Invalid value for '--profile': 'x' is not one of" in result.stderr
+
+
+def test_run_init_cpus_needs_init_phases_first(tmp_path):
+    scenario = tmp_path / "late-init.toml"
+    scenario.write_text(
+        'name = "late-init"\n'
+        "[budgets]\ninit = 10.0\ninvoke = 3.0\n"
+        '[[phases]]\nname = "call"\nbudget = "invoke"\ncode = "pass"\n'
+        '[[phases]]\nname = "import"\nbudget = "init"\ncode = "pass"\n'
+    )
+    result = coldstart(
+        "run",
+        "--baseline",
+        "stripe==1",
+        "--scenario",
+        str(scenario),
+        "--init-cpus",
+        "1",
+        "--results",
+        str(tmp_path / "results"),
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: --init-cpus needs the init phases first, but init phase 'import' "
+        "of scenario 'late-init' follows a phase of another budget; reorder the "
+        "phases or drop --init-cpus"
+    )
+
+
+def test_report_metric_option_changes_verdicts():
+    fixture = "tests/fixtures/stripe-lambda"
+    wall = coldstart("report", fixture, "--format", "json")
+    cpu = coldstart("report", fixture, "--format", "json", "--metric", "cpu")
+    strict = coldstart("report", fixture, "--format", "json", "--alpha", "0.0001")
+    assert wall.returncode == cpu.returncode == strict.returncode == 0
+    assert '"metric": "wall"' in wall.stdout
+    assert '"metric": "cpu"' in cpu.stdout
+    assert '"alpha": 0.0001' in strict.stdout
+
+
+def test_report_rejects_min_effect_of_one():
+    result = coldstart("report", "tests/fixtures/stripe-lambda", "--min-effect", "1")
+    assert result.returncode == 2
+    assert "Invalid value for '--min-effect'" in result.stderr

@@ -247,3 +247,37 @@ def test_markdown_single_build_verdict_line() -> None:
     text = render("markdown", manifest, baseline_records, summary)
     assert text.splitlines()[1] == "**Budgets passed.**"
     assert summary.comparisons == ()
+
+
+def test_table_shows_throttling_beside_times() -> None:
+    manifest, records, summary = build_report(STRIPE_RUN)
+    lines = render("table", manifest, records, summary).splitlines()
+    wall_header = lines[lines.index(next(x for x in lines if "Wall time per" in x)) + 2]
+    cpu_header = lines[lines.index(next(x for x in lines if "CPU time per" in x)) + 2]
+    assert "throttled time" in wall_header
+    assert "throttled periods" in cpu_header
+    row = next(x for x in lines if "│ 15.3.1 │ import stripe" in x and "0.088 s" in x)
+    assert row.rstrip(" │").endswith("9")
+
+
+def test_reports_name_warmups_and_memory_peak() -> None:
+    manifest, records = load_stripe_run()
+    manifest = copy.deepcopy(manifest)
+    manifest["plan"]["warmup"] = 2
+    manifest["limits"].update(init_cpus=1.0, cpu_period_us=50_000, profile="lambda-128")
+    peaked = [
+        IterationRecord.from_dict(
+            {**r.to_dict(), "telemetry": {"cgroup": {"memory_peak_bytes": 30 * 2**20}}}
+        )
+        for r in records
+    ]
+    summary = summarise(manifest, peaked)
+    text = render("markdown", manifest, peaked, summary)
+    assert (
+        "cpus 0.1 per 50 ms CFS period (init phases: cpus 1.0), profile lambda-128"
+        in text
+    )
+    assert "after 2 unrecorded warm-up containers per build" in text
+    assert "- Peak memory of 15.3.0: median 30.0 MiB, max 30.0 MiB over 6" in text
+    table = render("table", manifest, peaked, summary)
+    assert "Peak memory of 15.3.1: median 30.0 MiB, max 30.0 MiB over 6" in table

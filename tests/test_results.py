@@ -8,13 +8,20 @@ import os
 import re
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from harness.errors import ExitCode, InvalidInput
-from harness.models import RESULT_FORMAT, FailureKind, IterationRecord, PhaseResult
+from harness.models import (
+    RESULT_FORMAT,
+    FailureKind,
+    IterationRecord,
+    Limits,
+    PhaseResult,
+)
 from harness.results import (
     ResultsUnwritable,
     RunDirectory,
@@ -292,3 +299,24 @@ def test_create_in_unwritable_root(tmp_path: Path) -> None:
         f"cannot write results to {blocker}: File exists "
         "(free space or pass a writable directory with --results)"
     )
+
+
+def test_warmup_flag_round_trips(run_dir: RunDirectory) -> None:
+    run_dir.append_record(replace(make_record(1), warmup=True))
+    run_dir.append_record(make_record(2))
+    first, second = run_dir.read_records()
+    assert first.warmup is True
+    assert second.warmup is False
+
+
+def test_record_without_warmup_field_loads() -> None:
+    data = make_record(1).to_dict()
+    del data["warmup"]
+    assert IterationRecord.from_dict(data).warmup is False
+
+
+def test_limits_from_old_manifest_get_defaults() -> None:
+    limits = Limits.from_dict({"cpus": 0.25, "memory_bytes": None, "timeout_s": 60})
+    assert limits.cpu_period_us == 100_000
+    assert limits.init_cpus is None
+    assert Limits.from_dict(limits.to_dict()) == limits

@@ -171,6 +171,25 @@ def test_plan_rejects_invalid_input(
     assert str(caught.value) == message
 
 
+def test_warmups_come_first_in_round_zero() -> None:
+    plan = plan_iterations(["a", "b"], 2, "alternate", seed=0, warmup=2)
+    warmups = [item for item in plan if item.warmup]
+    assert [(item.build, item.round, item.iteration) for item in warmups] == [
+        ("a", 0, 1),
+        ("b", 0, 1),
+        ("a", 0, 2),
+        ("b", 0, 2),
+    ]
+    assert plan[:4] == warmups
+    assert [item.round for item in plan[4:]] == [1, 1, 2, 2]
+
+
+def test_negative_warmup_rejected() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        plan_iterations(["a"], 1, "shuffle", seed=0, warmup=-1)
+    assert str(caught.value) == "invalid warm-up count -1: must be 0 or more"
+
+
 # ---------------------------------------------------------------------------
 # container options and record interpretation, without an engine
 

@@ -168,8 +168,9 @@ def describe_environment(manifest: Mapping[str, Any]) -> str:
         f"Base {describe_image(manifest)}, {describe_cpu(limits)}, "
         f"memory {format_memory(limits.get('memory_bytes'))}, "
         f"{plan.get('iterations')} iterations per build in {plan.get('order')} "
-        f"order{describe_warmup(plan)}, host kernel {host.get('kernel')} on {host.get('cpu_model')} "
-        f"({host.get('cpus')} CPUs), {tool.get('name')} {tool.get('version')}."
+        f"order{describe_warmup(plan)}, host kernel {host.get('kernel')} on "
+        f"{host.get('cpu_model')} ({host.get('cpus')} CPUs), "
+        f"{tool.get('name')} {tool.get('version')}."
     )
 
 

@@ -255,7 +255,11 @@ def stats_cells(sample: SampleStats) -> list[str]:
 
 
 def render_statistics(summary: Summary) -> list[str]:
-    """Render wall and CPU time per build and phase, with the CFS throttling."""
+    """Render wall and CPU time per build and phase, with the CFS throttling.
+
+    The median throttled time sits beside wall time, which it lengthens, and
+    the median count of throttled periods beside CPU time.
+    """
     ci = f"{summary.confidence:.0%} CI"
     header = ["build", "phase", "n", "median", ci, "mean", "stdev", "min", "max"]
     header += ["p90", "CV"]
@@ -270,14 +274,14 @@ def render_statistics(summary: Summary) -> list[str]:
                 str(phase_summary.n),
                 *stats_cells(sample),
             ]
-            if metric == "cpu":
-                cells.append(format_count(phase_summary.nr_throttled_median))
+            if metric == "wall":
                 cells.append(format_seconds(phase_summary.throttled_s_median))
+            else:
+                cells.append(format_count(phase_summary.nr_throttled_median))
             rows.append(cells)
         title = "Wall time" if metric == "wall" else "CPU time"
-        columns = header
-        if metric == "cpu":
-            columns = [*header, "throttled periods", "throttled time"]
+        extra = "throttled time" if metric == "wall" else "throttled periods"
+        columns = [*header, extra]
         lines += [f"#### {title}", "", *render_table(columns, rows, 2), ""]
     return ["### Statistics per build", "", *lines[:-1]]
 

@@ -138,11 +138,14 @@ def render_budgets(summary: Summary) -> Table:
 
 
 def render_statistics(summary: Summary, metric: str) -> Table:
-    """Describe each build's phases on one metric ("wall" or "cpu")."""
+    """Describe each build's phases on one metric ("wall" or "cpu").
+
+    The median throttled time sits beside wall time, which it lengthens, and
+    the median count of throttled periods beside CPU time.
+    """
     columns = ["build", "phase", "n", "median", f"{summary.confidence:.0%} CI"]
     columns += ["mean", "stdev", "min", "max", "p90", "CV"]
-    if metric == "cpu":
-        columns += ["throttled periods", "throttled time"]
+    columns.append("throttled time" if metric == "wall" else "throttled periods")
     title = "Wall time per build" if metric == "wall" else "CPU time per build"
     table = make_table(title, columns, numeric_from=2)
     for phase_summary in summary.phase_summaries:
@@ -158,9 +161,10 @@ def render_statistics(summary: Summary, metric: str) -> Table:
             format_seconds(sample.p90),
             format_percent(sample.cv),
         ]
-        if metric == "cpu":
-            cells.append(format_count(phase_summary.nr_throttled_median))
+        if metric == "wall":
             cells.append(format_seconds(phase_summary.throttled_s_median))
+        else:
+            cells.append(format_count(phase_summary.nr_throttled_median))
         table.add_row(Text(phase_summary.build), Text(phase_summary.phase), *cells)
     return table
 
