@@ -1,4 +1,4 @@
-"""How trustworthy the verdicts are: noise, false positives and detection power.
+"""Trustworthiness of the verdicts: noise, false positives and detection power.
 
 Three measurements, all with 10 iterations per build by default:
 
@@ -65,7 +65,7 @@ class StatisticsOptions:
 
 @dataclass(frozen=True)
 class DetectionRun:
-    """One calibration run: the injected change and what the verdicts said."""
+    """One calibration run: the injected change and the resulting verdicts."""
 
     effect: float
     verdicts: dict[str, Verdict]

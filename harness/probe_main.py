@@ -17,8 +17,8 @@ can tell which phase was running when a container had to be killed.
 
 With ``--quota-switch=INDEX:QUOTA`` before SETUP, the probe writes a
 ``QUOTA_MARKER`` line to stderr before phase INDEX (counted from 0) and waits,
-untimed, until its cgroup's CPU quota reads QUOTA microseconds; the host sets
-the quota when it sees the marker.
+untimed, until its cgroup's CPU quota reads QUOTA microseconds. The host sets
+the quota when it reads the marker.
 """
 
 import os

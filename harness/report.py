@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AnalysisOptions:
-    """How verdicts are decided: the metric, significance level and min effect.
+    """Settings of the verdicts: the metric, significance level and min effect.
 
     ``min_effect`` is a fraction of the baseline median (0.05 = 5%).
     """

@@ -2,9 +2,9 @@
 
 A CPU share of ``cpus`` cores is a CFS quota of ``cpus * period`` microseconds
 of CPU time in every period. With ``--init-cpus`` the container starts with the
-init share, and the quota changes to ``--cpus`` between the last "init" phase
-and the first other phase of the same container: the probe writes a marker
-line to stderr and waits until its own cgroup shows the new quota, while the
+init share. The quota changes to ``--cpus`` between the last "init" phase and
+the first other phase of the same container. To do that, the probe writes a
+marker line to stderr and waits until its own cgroup shows the new quota. The
 host follows the container's stderr and updates the quota on the marker.
 """
 
@@ -158,8 +158,8 @@ class QuotaFollower:
     """Follow a running container's stderr and apply the quota on the marker.
 
     Runs in a daemon thread, because the main thread is blocked in
-    ``container.wait``. ``applied`` is set once the quota has been updated, and
-    ``error`` keeps the engine error if the update failed; the probe then times
+    ``container.wait``. ``applied`` is set once the quota has been updated.
+    ``error`` is the engine error if the update failed. The probe then times
     out waiting for the quota and reports that as the iteration's error.
     """
 
@@ -193,7 +193,7 @@ class QuotaFollower:
         except (DockerException, requests.RequestException) as error:
             self.error = error
             logger.error(
-                "could not change the CPU quota of container %s: %s",
+                "failed to change the CPU quota of container %s: %s",
                 self.container.short_id,
                 error,
             )

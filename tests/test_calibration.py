@@ -65,7 +65,7 @@ def sdk_build(
 
 
 def start_run(builds: dict[str, PreparedBuild], results: Path) -> RunDirectory:
-    """Create a run directory whose manifest asks for verdicts on CPU time."""
+    """Create a run directory whose manifest requests verdicts on CPU time."""
     run_dir = RunDirectory.create(results, f"test-{uuid.uuid4().hex[:8]}")
     run_dir.write_manifest(
         {
@@ -158,7 +158,7 @@ def test_injected_cpu_change_detected(tmp_path: Path) -> None:
 
     The injected ratio is defined by the loop counts (1.10). The measured CPU
     ratio is a little lower because the phase also pays for a function call
-    and the probe's own bookkeeping, which do not grow; at 0.05 s of work that
+    and the probe's own bookkeeping, which do not grow. At 0.05 s of work that
     overhead is well under 1%, so the CI must contain 1.10 within 0.01.
     """
     client = docker.from_env()
@@ -171,8 +171,8 @@ def test_injected_cpu_change_detected(tmp_path: Path) -> None:
     _, _, summary = build_report(run_dir)
     result = comparison_of(summary, "Client()").result
     if result.verdict is Verdict.INCONCLUSIVE:
-        # A loaded host can hide 10% in 8 iterations; the report then asks for
-        # more, and so does this test, once.
+        # A loaded host can hide 10% in 8 iterations. The report then requests
+        # more iterations, and so does this test, once.
         run_rounds(builds, run_dir, range(ITERATIONS + 1, 3 * ITERATIONS + 1))
         _, _, summary = build_report(run_dir)
         result = comparison_of(summary, "Client()").result

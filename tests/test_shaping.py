@@ -272,9 +272,9 @@ def test_throttling_consistent_with_quota(
 ) -> None:
     """At --cpus 0.1 a 100 ms burn is throttled and wall time obeys the quota.
 
-    The quota grants cpus * period of CPU per period, so a phase that uses
-    cpu_s needs at least cpu_s / cpus of wall time, less up to one period:
-    it may start while the current period's quota is still unused. For 0.1 s
+    The quota grants cpus * period of CPU per period. So a phase that uses
+    cpu_s needs at least cpu_s / cpus of wall time, less up to one period,
+    because it may start while the current period's quota is still unused. For 0.1 s
     of CPU at 0.1 cores that is 0.9 of cpu_s / cpus; the bound of 0.8 leaves
     room for the per-CPU runtime slices (5 ms by default) the kernel hands out
     ahead of use.
