@@ -539,12 +539,9 @@ def raise_for_outcome(outcome: RunOutcome) -> None:
     if failed_builds:
         labels = ", ".join(repr(error.label) for error in failed_builds)
         raise BuildFailed(labels, "see the error lines above")
-    records = outcome.records
-    failed = [
-        r
-        for r in records
-        if r.failure and r.failure != FailureKind.BUILD and not r.warmup
-    ]
+    # Warm-up containers are not iterations, so their failures are not counted.
+    records = [r for r in outcome.records if not r.warmup]
+    failed = [r for r in records if r.failure and r.failure != FailureKind.BUILD]
     if failed:
         raise MeasurementFailed(
             f"{len(failed)} of {len(records)} iterations failed "

@@ -281,3 +281,17 @@ def test_reports_name_warmups_and_memory_peak() -> None:
     assert "- Peak memory of 15.3.0: median 30.0 MiB, max 30.0 MiB over 6" in text
     table = render("table", manifest, peaked, summary)
     assert "Peak memory of 15.3.1: median 30.0 MiB, max 30.0 MiB over 6" in table
+
+
+def test_markdown_marks_warmup_rows() -> None:
+    manifest, records = load_stripe_run()
+    warmup = IterationRecord.from_dict({**records[0].to_dict(), "warmup": True})
+    with_warmup = [warmup, *records]
+    summary = summarise(manifest, with_warmup)
+    text = render("markdown", manifest, with_warmup, summary)
+    assert (
+        f"<summary>Per-iteration data ({len(records)} iterations) and 1 warm-up "
+        "container, not counted</summary>"
+    ) in text
+    assert "| 15.3.0 | 1 | 1 | warm-up, ok |" in text
+    assert summary.warmups == 1

@@ -340,7 +340,12 @@ def render_iterations(report: ReportData) -> list[str]:
         header += [f"{escape_markdown(phase)} wall", f"{escape_markdown(phase)} CPU"]
     header.append("error")
     rows = [iteration_cells(record, phases) for record in report.records]
-    summary_line = f"Per-iteration data ({len(report.records)} iterations)"
+    measured = sum(1 for record in report.records if not record.warmup)
+    summary_line = f"Per-iteration data ({measured} iterations)"
+    if measured < len(report.records):
+        warmups = len(report.records) - measured
+        noun = "container" if warmups == 1 else "containers"
+        summary_line += f" and {warmups} warm-up {noun}, not counted"
     return [
         "<details>",
         f"<summary>{summary_line}</summary>",
@@ -359,6 +364,8 @@ def iteration_cells(record: IterationRecord, phases: Sequence[str]) -> list[str]
         str(record.round),
         "ok" if record.ok else f"failed: {escape_markdown(record.failure)}",
     ]
+    if record.warmup:
+        cells[3] = f"warm-up, {cells[3]}"
     for name in phases:
         phase = timings.get(name)
         cells.append(format_seconds(phase.wall_s) if phase else "")
