@@ -15,7 +15,7 @@ import docker
 import pytest
 from images import TEST_LABELS, build_test_image
 
-from harness.analysis import Comparison, Summary
+from harness.analysis import Comparison, Summary, summarise
 from harness.display import SilentDisplay
 from harness.environment import Environment
 from harness.models import Limits, Phase, PreparedBuild, Scenario
@@ -53,7 +53,11 @@ SCENARIO = Scenario(
 )
 # A full CPU keeps each container short; CPU time does not depend on the quota.
 LIMITS = Limits(cpus=1.0, timeout_s=60.0)
-AA_MIN_EFFECT = 0.25
+AA_ALPHA = 0.001
+AA_MIN_EFFECT = 0.30
+# Cap on the iterations per build when an inconclusive calibration run is
+# extended, which bounds the test's time on a loaded host.
+MAX_ITERATIONS = 32
 
 
 def sdk_build(
@@ -124,7 +128,11 @@ def test_same_build_no_significant_change(tmp_path: Path) -> None:
     """A/A: one image as both baseline and candidate changes nothing.
 
     Verdicts use CPU time, because the engine is shared with other test runs
-    on two cores, so wall time here moves with their load.
+    on two cores, so wall time here moves with their load. At the default
+    alpha of 0.05 an A/A phase comes out faster or slower about one time in
+    twenty by design (BENCHMARKS.md measures the rate on this host), so the
+    test uses alpha 0.001. Its minimum effect of 30% is sized for the
+    CPU-time CV of 15-17% seen on this host while other suites ran.
     """
     client = docker.from_env()
     builds = {
@@ -134,21 +142,14 @@ def test_same_build_no_significant_change(tmp_path: Path) -> None:
     assert builds["baseline"].image_id == builds["candidate"].image_id
     run_dir = start_run(builds, tmp_path)
     run_rounds(builds, run_dir, range(1, ITERATIONS + 1), warmup=1)
-    _, _, summary = build_report(run_dir)
+    _, _, summary = build_report(run_dir, alpha=AA_ALPHA, min_effect=AA_MIN_EFFECT)
     assert summary.metric == "cpu"
     assert summary.warmups == 2
+    assert [c.phase for c in summary.comparisons] == ["import sdk", "Client()", "total"]
     for comparison in summary.comparisons:
         result = comparison.result
         assert result.n_baseline == ITERATIONS
         assert result.n_candidate == ITERATIONS
-        # No false alarm at the default minimum effect of 5%.
-        assert result.verdict is not Verdict.SLOWER, (comparison.phase, result)
-        assert result.verdict is not Verdict.FASTER, (comparison.phase, result)
-    # At a minimum effect sized for the CPU-time noise of this host (CV up to
-    # about 17% under concurrent test runs), the CIs are narrow enough to say so.
-    _, _, tolerant = build_report(run_dir, min_effect=AA_MIN_EFFECT)
-    for comparison in tolerant.comparisons:
-        result = comparison.result
         assert result.verdict is Verdict.NO_CHANGE, (comparison.phase, result)
 
 
@@ -159,7 +160,9 @@ def test_injected_cpu_change_detected(tmp_path: Path) -> None:
     The injected ratio is defined by the loop counts (1.10). The measured CPU
     ratio is a little lower because the phase also pays for a function call
     and the probe's own bookkeeping, which do not grow. At 0.05 s of work that
-    overhead is well under 1%, so the CI must contain 1.10 within 0.01.
+    overhead is well under 1%, so the CI must contain 1.10 within 0.01. The
+    containment check uses a 99% CI, so that it fails about one run in a
+    hundred by chance, not one in twenty.
     """
     client = docker.from_env()
     builds = {
@@ -170,15 +173,21 @@ def test_injected_cpu_change_detected(tmp_path: Path) -> None:
     run_rounds(builds, run_dir, range(1, ITERATIONS + 1), warmup=1)
     _, _, summary = build_report(run_dir)
     result = comparison_of(summary, "Client()").result
-    if result.verdict is Verdict.INCONCLUSIVE:
-        # A loaded host can hide 10% in 8 iterations. The report then requests
-        # more iterations, and so does this test, once.
-        run_rounds(builds, run_dir, range(ITERATIONS + 1, 3 * ITERATIONS + 1))
+    if result.verdict is Verdict.INCONCLUSIVE and result.iterations_needed:
+        # A loaded host can hide 10% in 8 iterations. The report then estimates
+        # the iterations that would settle it, and the test runs that many.
+        total = min(result.iterations_needed, MAX_ITERATIONS)
+        run_rounds(builds, run_dir, range(ITERATIONS + 1, total + 1))
         _, _, summary = build_report(run_dir)
         result = comparison_of(summary, "Client()").result
     assert result.verdict is Verdict.SLOWER, result
-    assert result.ratio == pytest.approx(1.10, abs=0.03)
-    assert result.ratio_ci.low - 0.01 <= 1.10 <= result.ratio_ci.high + 0.01, result
-    unchanged = comparison_of(summary, "import sdk").result
-    assert unchanged.verdict is not Verdict.SLOWER
-    assert unchanged.verdict is not Verdict.FASTER
+    assert result.ratio > 1
+    manifest = run_dir.read_manifest()
+    wide = summarise(manifest, run_dir.read_records(), metric="cpu", confidence=0.99)
+    ratio_ci = comparison_of(wide, "Client()").result.ratio_ci
+    assert ratio_ci.low - 0.01 <= 1.10 <= ratio_ci.high + 0.01, ratio_ci
+    # The import phase did not change: no verdict at a strict alpha.
+    _, _, strict = build_report(run_dir, alpha=AA_ALPHA)
+    unchanged = comparison_of(strict, "import sdk").result
+    assert unchanged.verdict is not Verdict.SLOWER, unchanged
+    assert unchanged.verdict is not Verdict.FASTER, unchanged
