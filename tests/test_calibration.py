@@ -22,7 +22,7 @@ from harness.models import Limits, Phase, PreparedBuild, Scenario
 from harness.report import build_report
 from harness.results import RunDirectory
 from harness.runner import plan_iterations, run_plan
-from harness.stats import Verdict
+from harness.stats import Interval, Verdict
 
 # Work is a fixed number of loop iterations, not a fixed CPU time, so the CPU
 # time varies as it does for real code and the candidate's extra work is known
@@ -153,41 +153,78 @@ def test_same_build_no_significant_change(tmp_path: Path) -> None:
         assert result.verdict is Verdict.NO_CHANGE, (comparison.phase, result)
 
 
-@pytest.mark.docker
-def test_injected_cpu_change_detected(tmp_path: Path) -> None:
-    """Calibration: 10% more loop iterations in Client() comes out slower.
+def run_calibration(tmp_path: Path, percent: int) -> RunDirectory:
+    """Run a candidate whose Client() loops ``percent``% more than the baseline's.
 
-    The injected ratio is defined by the loop counts (1.10). The measured CPU
-    ratio is a little lower because the phase also pays for a function call
-    and the probe's own bookkeeping, which do not grow. At 0.05 s of work that
-    overhead is well under 1%, so the CI must contain 1.10 within 0.01. The
-    containment check uses a 99% CI, so that it fails about one run in a
-    hundred by chance, not one in twenty.
+    An inconclusive result is extended once to the iterations per build that
+    the report estimates would settle it, at most MAX_ITERATIONS.
     """
     client = docker.from_env()
+    slower_loops = BASE_LOOPS * (100 + percent) // 100
     builds = {
         "baseline": sdk_build(client, "baseline", BASE_LOOPS, BASE_LOOPS),
-        "candidate": sdk_build(client, "candidate", BASE_LOOPS, BASE_LOOPS * 11 // 10),
+        "candidate": sdk_build(client, "candidate", BASE_LOOPS, slower_loops),
     }
     run_dir = start_run(builds, tmp_path)
     run_rounds(builds, run_dir, range(1, ITERATIONS + 1), warmup=1)
     _, _, summary = build_report(run_dir)
     result = comparison_of(summary, "Client()").result
     if result.verdict is Verdict.INCONCLUSIVE and result.iterations_needed:
-        # A loaded host can hide 10% in 8 iterations. The report then estimates
-        # the iterations that would settle it, and the test runs that many.
         total = min(result.iterations_needed, MAX_ITERATIONS)
         run_rounds(builds, run_dir, range(ITERATIONS + 1, total + 1))
-        _, _, summary = build_report(run_dir)
-        result = comparison_of(summary, "Client()").result
-    assert result.verdict is Verdict.SLOWER, result
-    assert result.ratio > 1
+    return run_dir
+
+
+def ratio_ci_99(run_dir: RunDirectory) -> Interval:
+    """Return the 99% CI of Client()'s CPU-time ratio, candidate over baseline."""
     manifest = run_dir.read_manifest()
     wide = summarise(manifest, run_dir.read_records(), metric="cpu", confidence=0.99)
-    ratio_ci = comparison_of(wide, "Client()").result.ratio_ci
+    return comparison_of(wide, "Client()").result.ratio_ci
+
+
+@pytest.mark.docker
+def test_injected_10_percent_within_ci(tmp_path: Path) -> None:
+    """Calibration: 10% more loop iterations in Client() lies within the CI.
+
+    The injected ratio is defined by the loop counts (1.10). The measured CPU
+    ratio is a little lower because the phase also pays for a function call
+    and the probe's own bookkeeping, which do not grow. At 0.05 s of work that
+    overhead is well under 1%, so the CI must contain 1.10 within 0.01. It is
+    a 99% CI, so the check fails about one run in a hundred by chance.
+
+    The verdict may be inconclusive: with other suites running on this 2-core
+    host, 10 iterations detected +10% in two of three runs (BENCHMARKS.md).
+    It must never point the wrong way.
+    """
+    run_dir = run_calibration(tmp_path, 10)
+    ratio_ci = ratio_ci_99(run_dir)
     assert ratio_ci.low - 0.01 <= 1.10 <= ratio_ci.high + 0.01, ratio_ci
+    _, _, summary = build_report(run_dir)
+    result = comparison_of(summary, "Client()").result
+    assert result.verdict in (Verdict.SLOWER, Verdict.INCONCLUSIVE), result
     # The import phase did not change: no verdict at a strict alpha.
     _, _, strict = build_report(run_dir, alpha=AA_ALPHA)
     unchanged = comparison_of(strict, "import sdk").result
     assert unchanged.verdict is not Verdict.SLOWER, unchanged
     assert unchanged.verdict is not Verdict.FASTER, unchanged
+
+
+@pytest.mark.docker
+def test_injected_25_percent_detected(tmp_path: Path) -> None:
+    """Calibration: 25% more loop iterations in Client() comes out slower.
+
+    25% is above the +20% that 10 iterations detected in every run on this
+    host while other suites ran (BENCHMARKS.md).
+    """
+    # NOTE: when other jobs saturate both cores, CPU time becomes bimodal
+    # (about half the containers run 20-60% slower), and a run that puts more
+    # slow containers on the baseline has seen the median ratio fall to 1.07
+    # at 32 iterations. This test then fails; it passes on a host that is not
+    # saturated.
+    run_dir = run_calibration(tmp_path, 25)
+    _, _, summary = build_report(run_dir)
+    result = comparison_of(summary, "Client()").result
+    assert result.verdict is Verdict.SLOWER, result
+    assert result.ratio > 1.1
+    ratio_ci = ratio_ci_99(run_dir)
+    assert ratio_ci.low - 0.01 <= 1.25 <= ratio_ci.high + 0.01, ratio_ci
