@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis import Metric, Summary, summarise
+from harness.breakdown import read_breakdown
 from harness.export import ReportData, get_exporter
+from harness.export.breakdown import render_breakdown, render_plot_links
 from harness.models import IterationRecord
+from harness.plots import write_run_plots
 from harness.results import REPORT, SUMMARY, RunDirectory
 
 logger = logging.getLogger(__name__)
@@ -58,8 +61,19 @@ def write_report(
     manifest: Mapping[str, Any],
     records: Sequence[IterationRecord],
 ) -> None:
-    """Write summary.json and report.md into the run directory, atomically."""
+    """Write summary.json, the plots and report.md into the run directory.
+
+    report.md gets the import breakdown (when the run has one) and links to the
+    plots after the sections that ``coldstart report`` prints.
+    """
     directory = open_run(run_dir)
-    for filename, fmt in ((SUMMARY, "json"), (REPORT, "markdown")):
-        directory.write_text(filename, render(fmt, manifest, records, summary))
-        logger.info("wrote %s", directory.path / filename)
+    directory.write_text(SUMMARY, render("json", manifest, records, summary))
+    breakdown = read_breakdown(directory.path)
+    plots = write_run_plots(directory.path, manifest, records, breakdown)
+    sections = [render("markdown", manifest, records, summary).rstrip("\n")]
+    if breakdown is not None:
+        sections.append("\n".join(render_breakdown(breakdown, summary.baseline)))
+    if plots:
+        sections.append("\n".join(render_plot_links(plots)))
+    directory.write_text(REPORT, "\n\n".join(sections) + "\n")
+    logger.info("wrote %s", directory.path / REPORT)

@@ -43,6 +43,7 @@ from harness.probe import (
     probe_command,
 )
 from harness.results import RunDirectory
+from harness.sidecar import SidecarNotReady, sidecar_network
 
 if TYPE_CHECKING:
     import docker
@@ -157,8 +158,17 @@ def run_iteration(
         **(labels or {}),
     }
     try:
-        run = run_container(client, build, scenario, limits, container_labels)
-    except (DockerException, requests.RequestException) as error:
+        with sidecar_network(client, build, scenario, container_labels) as sidecar:
+            run = run_container(
+                client,
+                build,
+                scenario,
+                limits,
+                container_labels,
+                network_mode=sidecar.network_mode,
+            )
+            sidecar_log = sidecar.read_log()
+    except (DockerException, requests.RequestException, SidecarNotReady) as error:
         logger.error(
             "iteration %d of build %s failed on the engine: %s",
             planned.iteration,
@@ -174,7 +184,10 @@ def run_iteration(
             failure=FailureKind.ENGINE,
             error=describe_engine_error(error, build),
         )
-    return interpret_run(run, build.label, planned, started_at, limits)
+    record = interpret_run(run, build.label, planned, started_at, limits)
+    if sidecar_log is None:
+        return record
+    return replace(record, telemetry={**record.telemetry, "sidecar_log": sidecar_log})
 
 
 def container_options(
@@ -182,16 +195,19 @@ def container_options(
     scenario: Scenario,
     limits: Limits,
     labels: Mapping[str, str],
+    command: list[str] | None = None,
 ) -> dict[str, Any]:
     """Return the create() arguments: limits, isolation, scenario env only.
 
     The code under test runs as ``nobody`` with no network, no capabilities,
     at most PIDS_LIMIT processes and a read-only root filesystem. Only /tmp is
     writable, a tmpfs of TMPFS_SIZE that counts against the memory limit.
+    ``command`` replaces the probe command, for runs that add interpreter
+    options such as ``-X importtime``.
     """
     options: dict[str, Any] = {
         "image": build.image_tag,
-        "command": probe_command(scenario),
+        "command": command or probe_command(scenario),
         # HOME and the scenario's variables: nothing from the host's
         # environment. A scenario may set HOME itself.
         "environment": {"HOME": CONTAINER_HOME, **scenario.env},
@@ -235,9 +251,20 @@ def run_container(
     scenario: Scenario,
     limits: Limits,
     labels: Mapping[str, str],
+    *,
+    command: list[str] | None = None,
+    network_mode: str = "none",
 ) -> ContainerRun:
-    """Create, start and wait for one container; always remove it."""
-    options = container_options(build, scenario, limits, labels)
+    """Create, start and wait for one container; always remove it.
+
+    ``network_mode`` may name ``container:<id>`` to join a sidecar's network
+    namespace, which must itself have no network beyond loopback.
+    """
+    options = container_options(build, scenario, limits, labels, command)
+    if network_mode != "none":
+        if not network_mode.startswith("container:"):
+            raise ValueError(f"network mode {network_mode!r} is not allowed")
+        options["network_mode"] = network_mode
     container = client.containers.create(**options)
     try:
         start = time.monotonic()
@@ -385,6 +412,8 @@ def describe_probe_output_error(problem: ProbeOutputError, run: ContainerRun) ->
 
 
 def describe_engine_error(error: Exception, build: PreparedBuild) -> str:
+    if isinstance(error, SidecarNotReady):
+        return str(error)
     if isinstance(error, ImageNotFound):
         return f"image {build.image_tag} not found (prepare the build again)"
     explanation = getattr(error, "explanation", None)
