@@ -234,7 +234,9 @@ def _parse_sidecar(check: _Checker, raw: Any) -> Sidecar | None:
     if raw is None:
         return None
     check.no_unknown_keys(raw, SIDECAR_KEYS, "sidecar.")
-    code = check.text(raw, "code", required=True)
+    code = raw.get("code")
+    if not isinstance(code, str) or not code.strip():
+        raise check.fail("sidecar.code", "missing (add the stub server's source)")
     try:
         compile(code, "<sidecar>", "exec")
     except SyntaxError as error:
@@ -242,5 +244,7 @@ def _parse_sidecar(check: _Checker, raw: Any) -> Sidecar | None:
     port = raw.get("port")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise check.fail("sidecar.port", "must be a port number from 1 to 65535")
-    ready = check.text(raw, "ready") or "ready"
+    ready = raw.get("ready", "ready")
+    if not isinstance(ready, str) or not ready:
+        raise check.fail("sidecar.ready", "must be a non-empty string")
     return Sidecar(code=code, port=port, ready=ready)

@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,14 @@ from harness.builds import IMAGE_REPOSITORY, prepare_build
 from harness.display import make_display
 from harness.environment import Environment
 from harness.errors import ColdstartError, Interrupted
-from harness.models import BaseImage, BuildSpec, Limits, PreparedBuild, Scenario
+from harness.models import (
+    BaseImage,
+    BuildSpec,
+    IterationRecord,
+    Limits,
+    PreparedBuild,
+    Scenario,
+)
 from harness.pipeline import RunRequest, finish_run, initial_manifest
 from harness.results import RunDirectory, new_run_id
 from harness.runner import PlannedIteration, raise_on_signals, run_iteration
@@ -63,6 +70,8 @@ class SweepRequest:
     results_root: Path
     seed: int = 0
     command: tuple[str, ...] = ()
+    # Added to every container's and derived image's labels.
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,7 +124,7 @@ def prepare_cell(
         base = resolve_base_image(env.docker, config.image, cache_dir=env.cache_dir)
         builds = [prepare(env, spec, config.scenario, base) for spec in request.specs]
         if config.bytecode == "none":
-            builds = [strip_bytecode(env, build) for build in builds]
+            builds = [strip_bytecode(env, b, request.labels) for b in builds]
     except ColdstartError as error:
         logger.error("cell %s (%s) is unavailable: %s", cell.cell_id, cell.label, error)
         run.unavailable = str(error)
@@ -154,7 +163,9 @@ def describe_cell(run: CellRun) -> dict[str, Any]:
     }
 
 
-def strip_bytecode(env: Environment, build: PreparedBuild) -> PreparedBuild:
+def strip_bytecode(
+    env: Environment, build: PreparedBuild, labels: Mapping[str, str]
+) -> PreparedBuild:
     """Return the build on an image without .pyc files in site-packages."""
     tag = f"{IMAGE_REPOSITORY}:{build.cache_key[:16]}-no-pyc"
     dockerfile = NO_BYTECODE_DOCKERFILE.format(image=build.image_tag).encode()
@@ -169,7 +180,7 @@ def strip_bytecode(env: Environment, build: PreparedBuild) -> PreparedBuild:
         fileobj=context,
         custom_context=True,
         tag=tag,
-        labels={"coldstart": "1"},
+        labels={"coldstart": "1", **labels},
         rm=True,
         forcerm=True,
         network_mode="none",
@@ -206,14 +217,21 @@ def run_rounds(env: Environment, request: SweepRequest, runs: list[CellRun]) -> 
                         planned = PlannedIteration(
                             round_number, build.label, round_number
                         )
-                        display.advance(run_cell_iteration(env, run, build, planned))
+                        record = run_cell_iteration(
+                            env, run, build, planned, request.labels
+                        )
+                        display.advance(record)
     finally:
         display.stop()
 
 
 def run_cell_iteration(
-    env: Environment, run: CellRun, build: PreparedBuild, planned: PlannedIteration
-) -> Any:
+    env: Environment,
+    run: CellRun,
+    build: PreparedBuild,
+    planned: PlannedIteration,
+    labels: Mapping[str, str],
+) -> IterationRecord:
     assert run.run_dir is not None
     page_cache = run.config.page_cache
     if page_cache == "dropped":
@@ -229,7 +247,7 @@ def run_cell_iteration(
         planned,
         run.run_dir.run_id,
         env.now,
-        labels={"coldstart.sweep.cell": run.cell.cell_id},
+        labels={**labels, "coldstart.sweep.cell": run.cell.cell_id},
     )
     record = replace(record, telemetry={**record.telemetry, "page_cache": page_cache})
     run.run_dir.append_record(record)
