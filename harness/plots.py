@@ -41,6 +41,9 @@ def write_run_plots(
     phase_budgets = scenario_phase_budgets(manifest)
     frame = records_to_frame(records, phase_budgets=phase_budgets)
     frame = frame[frame["phase"] != "total"]
+    # Builds in the manifest's order (baseline first), not in run order.
+    order = {build["label"]: i for i, build in enumerate(manifest.get("builds", []))}
+    frame = frame.sort_values("build", key=lambda c: c.map(order), kind="stable")
     budgets = manifest.get("scenario", {}).get("budgets", {})
     written = []
     plots: list[tuple[str, str, Callable[..., Path | None], tuple[Any, ...]]] = [
