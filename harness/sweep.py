@@ -94,6 +94,8 @@ def run_sweep(
     ``prepare`` turns a build spec into an image for a cell's scenario and
     base image; tests pass their own.
     """
+    # Connect first: without an engine every cell would only be unavailable.
+    env.docker.ping()
     sweep_dir = request.results_root / f"sweep-{new_run_id(env.now())}"
     (sweep_dir / "cells").mkdir(parents=True)
     logger.info("sweep results go to %s", sweep_dir)
