@@ -272,8 +272,9 @@ def build_matrix(request: SweepRequest, runs: Sequence[CellRun]) -> dict[str, An
     for run in runs:
         entry: dict[str, Any] = {**describe_cell(run), "phases": {}}
         if run.run_dir is not None:
-            _, _, summary = build_report(run.run_dir)
+            manifest, _, summary = build_report(run.run_dir)
             entry["run_dir"] = str(run.run_dir.path)
+            entry["ran_on"] = describe_image_ran(manifest)
             for stats in summary.phase_summaries:
                 entry["phases"].setdefault(stats.phase, {})[stats.build] = {
                     "median_s": stats.wall.median,
@@ -291,6 +292,12 @@ def build_matrix(request: SweepRequest, runs: Sequence[CellRun]) -> dict[str, An
         "iterations": request.iterations,
         "cells": cells,
     }
+
+
+def describe_image_ran(manifest: Mapping[str, Any]) -> str:
+    """Return the image that really ran and its Python, as containers reported it."""
+    versions = ", ".join(manifest.get("python_versions", [])) or "unknown"
+    return f"{manifest['base_image']['tag']} (Python {versions})"
 
 
 def write_matrix(sweep_dir: Path, matrix: dict[str, Any]) -> None:

@@ -37,7 +37,7 @@ def render_sweep_markdown(matrix: Mapping[str, Any], plot: str | None) -> str:
         f"{build}: {phase}" for phase in matrix["phases"] for build in matrix["builds"]
     ]
     rows = [render_row(cell, axes, matrix) for cell in matrix["cells"]]
-    header = ["cell", *axes, "page cache", *columns]
+    header = ["cell", *axes, "page cache", "ran on", *columns]
     lines = [
         f"# Sweep of scenario {escape_markdown(matrix['scenario'])}",
         "",
@@ -45,7 +45,7 @@ def render_sweep_markdown(matrix: Mapping[str, Any], plot: str | None) -> str:
         "with the 95% bootstrap CI of the median in brackets. Each cell is a run "
         "of its own under `cells/`; the iterations of all cells were interleaved.",
         "",
-        *render_table([escape_markdown(text) for text in header], rows, len(axes) + 2),
+        *render_table([escape_markdown(text) for text in header], rows, len(axes) + 3),
     ]
     unavailable = [cell for cell in matrix["cells"] if cell.get("unavailable")]
     for cell in unavailable:
@@ -71,4 +71,10 @@ def render_row(
             for phase in matrix["phases"]
             for build in matrix["builds"]
         ]
-    return [cell["id"], *values, escape_markdown(describe_page_cache(cell)), *times]
+    return [
+        cell["id"],
+        *values,
+        escape_markdown(describe_page_cache(cell)),
+        escape_markdown(cell.get("ran_on", "n/a")),
+        *times,
+    ]
