@@ -83,8 +83,8 @@ def plot_phase_distributions(frame: pd.DataFrame, path: Path) -> Path | None:
     rng = np.random.default_rng(0)
     for axis, phase in zip(axes[0], phases, strict=True):
         samples = [
-            frame[(frame["phase"] == phase) & (frame["build"] == b)]["wall_s"]
-            for b in builds
+            frame[(frame["phase"] == phase) & (frame["build"] == build)]["wall_s"]
+            for build in builds
         ]
         axis.boxplot(samples, widths=0.5, showfliers=False)
         for index, values in enumerate(samples, start=1):

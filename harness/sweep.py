@@ -131,6 +131,7 @@ def prepare_cell(
         logger.error("cell %s (%s) is unavailable: %s", cell.cell_id, cell.label, error)
         run.unavailable = str(error)
         return run
+
     run.builds = builds
     run.run_dir = RunDirectory.create(sweep_dir / "cells", cell.cell_id)
     run_request = RunRequest(
@@ -144,6 +145,7 @@ def prepare_cell(
         seed=request.seed,
         command=request.command,
     )
+
     manifest = initial_manifest(env, run_request, base, run.run_dir.run_id)
     manifest["builds"] = [build.to_dict() for build in builds]
     manifest["sweep_cell"] = describe_cell(run)

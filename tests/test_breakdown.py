@@ -128,8 +128,8 @@ def test_top_modules_sorted_by_self_time():
 
 def test_diff_phase_both_directions():
     base = {"modules": {"uuid": {"self_us": 40}, "os": {"self_us": 1}}}
-    cand = {"modules": {"requests": {"self_us": 90}, "os": {"self_us": 1}}}
-    diff = diff_phase(base, cand)
+    candidate = {"modules": {"requests": {"self_us": 90}, "os": {"self_us": 1}}}
+    diff = diff_phase(base, candidate)
     assert diff["added"] == {"requests": 90}
     assert diff["removed"] == {"uuid": 40}
 

@@ -44,8 +44,8 @@ def render_breakdown(
 def render_phase_top(label: str, phase: Mapping[str, Any], top: int) -> list[str]:
     packages = sorted(phase.get("packages", {}).items(), key=lambda item: -item[1])
     package_text = ", ".join(
-        f"{escape_markdown(name)} {format_ms(us)}"
-        for name, us in packages[:MAX_PACKAGES]
+        f"{escape_markdown(name)} {format_ms(self_us)}"
+        for name, self_us in packages[:MAX_PACKAGES]
     )
     lines = [
         "",
@@ -84,8 +84,8 @@ def render_diff(title: str, modules: Mapping[str, float]) -> list[str]:
     ranked = sorted(modules.items(), key=lambda item: -item[1])
     total = sum(modules.values())
     names = ", ".join(
-        f"{escape_markdown(name)} ({format_ms(us)})"
-        for name, us in ranked[:MAX_DIFF_ROWS]
+        f"{escape_markdown(name)} ({format_ms(self_us)})"
+        for name, self_us in ranked[:MAX_DIFF_ROWS]
     )
     more = len(ranked) - MAX_DIFF_ROWS
     suffix = f", and {more} more" if more > 0 else ""
