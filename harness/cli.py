@@ -442,10 +442,14 @@ def collect_specs(
 
 
 def print_report(env: Environment, run_dir: RunDirectory, output_format: str) -> None:
-    from harness.report import build_report, render
+    from harness.report import build_report, render, render_markdown_report
 
     manifest, records, summary = build_report(run_dir)
-    text = render(output_format, manifest, records, summary)
+    if output_format == "markdown":
+        # The same text as report.md, with the breakdown and plot links.
+        text = render_markdown_report(run_dir, manifest, records, summary)
+    else:
+        text = render(output_format, manifest, records, summary)
     env.stdout.print(text, markup=False, highlight=False, soft_wrap=True)
 
 

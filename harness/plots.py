@@ -29,6 +29,13 @@ logger = logging.getLogger(__name__)
 DPI = 110
 TOP_PLOTTED = 12
 JITTER = 0.08
+# File name of each run plot, in report order, and its title in report.md.
+PLOT_TITLES = {
+    "phases.png": "Wall time per phase",
+    "budgets.png": "Phases stacked against budgets",
+    "cpu-wall.png": "CPU time against wall time",
+    "breakdown.png": "Import breakdown",
+}
 
 
 def write_run_plots(
@@ -46,21 +53,25 @@ def write_run_plots(
     frame = frame.sort_values("build", key=lambda c: c.map(order), kind="stable")
     budgets = manifest.get("scenario", {}).get("budgets", {})
     written = []
-    plots: list[tuple[str, str, Callable[..., Path | None], tuple[Any, ...]]] = [
-        ("Wall time per phase", "phases.png", plot_phase_distributions, (frame,)),
-        (
-            "Phases stacked against budgets",
-            "budgets.png",
-            plot_budget_stacks,
-            (frame, phase_budgets, budgets),
-        ),
-        ("CPU time against wall time", "cpu-wall.png", plot_cpu_wall, (frame,)),
-        ("Import breakdown", "breakdown.png", plot_breakdown, (breakdown,)),
+    plots: list[tuple[str, Callable[..., Path | None], tuple[Any, ...]]] = [
+        ("phases.png", plot_phase_distributions, (frame,)),
+        ("budgets.png", plot_budget_stacks, (frame, phase_budgets, budgets)),
+        ("cpu-wall.png", plot_cpu_wall, (frame,)),
+        ("breakdown.png", plot_breakdown, (breakdown,)),
     ]
-    for title, filename, function, arguments in plots:
+    for filename, function, arguments in plots:
         if function(*arguments, directory / filename) is not None:
-            written.append((title, filename))
+            written.append((PLOT_TITLES[filename], filename))
     return written
+
+
+def list_plots(directory: Path) -> list[tuple[str, str]]:
+    """Return (title, file name) of the run plots present in ``directory``."""
+    return [
+        (title, filename)
+        for filename, title in PLOT_TITLES.items()
+        if (directory / filename).is_file()
+    ]
 
 
 def save(figure: Figure, path: Path) -> Path:
