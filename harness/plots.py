@@ -233,22 +233,25 @@ def plot_sweep_matrix(matrix: Mapping[str, Any], path: Path) -> Path | None:
     )
     positions = np.arange(len(cells))
     builds = matrix["builds"]
+    tick_labels = [label_cell(cell, matrix) for cell in cells]
     for axis, phase in zip(axes[:, 0], phases, strict=True):
         for index, build in enumerate(builds):
             draw_sweep_series(axis, cells, phase, build, positions, index, len(builds))
-        axis.set_xticks(
-            positions,
-            [cell["label"] for cell in cells],
-            rotation=20,
-            ha="right",
-            fontsize="small",
-        )
+        axis.set_xticks(positions, tick_labels, fontsize="small")
         axis.set_ylabel("median wall time (s)")
         axis.set_ylim(bottom=0)
         axis.set_title(phase)
         axis.legend(fontsize="small")
     figure.suptitle(f"Sweep of {matrix['scenario']}: medians with 95% CI")
     return save(figure, path)
+
+
+def label_cell(cell: Mapping[str, Any], matrix: Mapping[str, Any]) -> str:
+    """Return a cell's settings on the axes with more than one value, one a line."""
+    varying = [axis["name"] for axis in matrix["axes"] if len(axis["values"]) > 1]
+    settings = cell["settings"]
+    lines = [f"{name}={settings.get(name) or 'unset'}" for name in varying]
+    return "\n".join(lines) or cell["label"]
 
 
 def draw_sweep_series(
