@@ -60,7 +60,14 @@ def write_run_plots(
         ("breakdown.png", plot_breakdown, (breakdown,)),
     ]
     for filename, function, arguments in plots:
-        if function(*arguments, directory / filename) is not None:
+        try:
+            path = function(*arguments, directory / filename)
+        except OSError as error:
+            # A full disk must not cost the report: the plots are optional.
+            logger.warning("could not write %s: %s", directory / filename, error)
+            (directory / filename).unlink(missing_ok=True)
+            continue
+        if path is not None:
             written.append((PLOT_TITLES[filename], filename))
     return written
 
@@ -75,9 +82,11 @@ def list_plots(directory: Path) -> list[tuple[str, str]]:
 
 
 def save(figure: Figure, path: Path) -> Path:
-    figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
-    plt.close(figure)
+    try:
+        figure.tight_layout()
+        figure.savefig(path, dpi=DPI)
+    finally:
+        plt.close(figure)
     logger.info("wrote %s", path)
     return path
 

@@ -307,7 +307,11 @@ def write_matrix(sweep_dir: Path, matrix: dict[str, Any]) -> None:
     from harness.sweep_report import render_sweep_markdown
 
     (sweep_dir / SWEEP_MATRIX).write_text(json.dumps(matrix, indent=2) + "\n")
-    plot = plot_sweep_matrix(matrix, sweep_dir / "sweep.png")
+    try:
+        plot = plot_sweep_matrix(matrix, sweep_dir / "sweep.png")
+    except OSError as error:
+        logger.warning("could not write %s: %s", sweep_dir / "sweep.png", error)
+        plot = None
     text = render_sweep_markdown(matrix, plot.name if plot else None)
     (sweep_dir / "sweep.md").write_text(text)
     logger.info("wrote %s", sweep_dir / "sweep.md")

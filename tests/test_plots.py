@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from harness.breakdown import BREAKDOWN_FILE
 from harness.report import build_report, write_report
 from harness.results import RunDirectory
@@ -66,3 +68,17 @@ def test_no_breakdown_plot_without_breakdown(tmp_path: Path):
     assert "](breakdown.png)" not in report
     assert "## Import breakdown" not in report
     assert (run_dir.path / "phases.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_plot_write_failure_keeps_report(tmp_path: Path, monkeypatch):
+    def fail(self, path, **options):
+        Path(path).write_bytes(b"\x89PNG partial")
+        raise OSError(27, "File too large")
+
+    monkeypatch.setattr(Figure, "savefig", fail)
+    run_dir = copy_fixture(tmp_path)
+    report = write(run_dir)
+    assert "## Plots" not in report
+    assert report.startswith("**Budgets passed.**")
+    for name in PLOTS:
+        assert not (run_dir.path / name).exists(), name
