@@ -134,6 +134,8 @@ def test_invalid_gates_name_key_and_problem(tmp_path, table, message):
     with pytest.raises(InvalidInput) as caught:
         load_scenario(path)
     assert str(caught.value) == f"invalid scenario {path}: {message}"
+
+
 SIDECAR_PHASES = [{"name": "p", "code": "pass", "budget": "init"}]
 
 
