@@ -193,7 +193,7 @@ def test_sweep_cpu_share_speeds_up(
     # The bound leaves room for a loaded host, where the 0.5 cell competes
     # with other containers for the two cores.
     assert slow > 1.5 * fast
-    cells = sorted(path.name for path in (sweep_dir / "cells").iterdir())
+    cells = sorted(p.name for p in (sweep_dir / "cells").iterdir() if p.is_dir())
     assert cells == ["cell-01", "cell-02"]
     manifest = json.loads((sweep_dir / "cells/cell-01/manifest.json").read_text())
     assert manifest["limits"]["cpus"] == 0.1
