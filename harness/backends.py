@@ -88,6 +88,12 @@ def run_measurements(
     are retried up to ``retries`` times on the local backend only.
     """
     if execution.backend == "swarm":
+        if scenario.sidecar is not None:
+            # A swarm task cannot join another container's network namespace.
+            raise InvalidInput(
+                f"scenario {scenario.name!r} starts a sidecar, which the swarm "
+                "backend does not support: use --backend local"
+            )
         return run_on_swarm(
             env, execution, run_dir, builds, scenario, limits, plan, display
         )

@@ -91,7 +91,6 @@ def prepare_build(
     of the log that contains pip's and docker's full output.
     """
     packages = check_packages(scenario)
-    warn_on_python_mismatch(base, log)
     identity = identify_source(spec)
     key = hash_json(
         {
@@ -106,7 +105,7 @@ def prepare_build(
     build_log.parent.mkdir(parents=True, exist_ok=True)
     try:
         wheelhouse = prepare_wheelhouse(
-            env, spec, identity, packages, key, build_log, log
+            env, spec, identity, packages, key, build_log, log, target_python(base)
         )
         image, image_key, cached = prepare_image(
             env, spec, wheelhouse, base, build_log, log
@@ -128,22 +127,31 @@ def check_packages(scenario: Scenario) -> tuple[str, ...]:
     return tuple(scenario.packages)
 
 
-def warn_on_python_mismatch(base: BaseImage, log: logging.Logger) -> None:
-    """Warn when pip on the host resolves for another Python than the image runs.
+def target_python(base: BaseImage) -> str | None:
+    """Return the image's Python as ``X.Y`` when it differs from the host's.
 
-    NOTE: wheels are built by the host's Python, so a compiled dependency of a
-    different Python version fails to install into the image.
+    pip then downloads dependencies as binary wheels for that version instead
+    of resolving them for the host's interpreter.
     """
     host = f"{sys.version_info.major}.{sys.version_info.minor}"
     image = ".".join(base.python_version.split(".")[:2])
-    if host != image:
-        log.warning(
-            "wheels are built with the host's Python %s but %s runs Python %s, "
-            "so compiled wheels will not install",
-            host,
-            base.tag,
-            image,
-        )
+    return None if image == host else image
+
+
+def download_arguments(python_version: str) -> list[str]:
+    """Return ``pip download`` options that pick wheels for another CPython.
+
+    NOTE: pip does not widen a manylinux platform to older glibc versions, so
+    every tag is listed. The list assumes an x86_64 image with glibc 2.36 or
+    newer (Debian bookworm and trixie).
+    """
+    platforms = ["manylinux2014_x86_64", "manylinux1_x86_64", "linux_x86_64"]
+    platforms += [f"manylinux_2_{minor}_x86_64" for minor in range(5, 37)]
+    arguments = ["--only-binary=:all:", "--implementation", "cp"]
+    arguments += ["--python-version", python_version]
+    for platform in platforms:
+        arguments += ["--platform", platform]
+    return arguments
 
 
 def hash_json(data: Any) -> str:
@@ -159,8 +167,12 @@ def prepare_wheelhouse(
     key: str,
     build_log: Path,
     log: logging.Logger,
+    python_version: str | None = None,
 ) -> Wheelhouse:
-    """Return the wheelhouse for ``key``, building it unless it can be reused."""
+    """Return the wheelhouse for ``key``, building it unless it can be reused.
+
+    ``python_version`` (``X.Y``) targets another Python than the host's.
+    """
     root = env.cache_dir / "wheelhouses"
     final = root / key
     if identity.reusable and (final / METADATA_FILE).is_file():
@@ -171,7 +183,9 @@ def prepare_wheelhouse(
     build_log.write_text("")
     with tempfile.TemporaryDirectory(prefix=".partial-", dir=root) as scratch:
         partial = Path(scratch) / "wheelhouse"
-        build_wheels(spec, identity, packages, Path(scratch), partial, build_log)
+        build_wheels(
+            spec, identity, packages, Path(scratch), partial, build_log, python_version
+        )
         install_wheelhouse(partial, final)
     return read_wheelhouse(final)
 
@@ -183,12 +197,16 @@ def build_wheels(
     scratch: Path,
     wheelhouse: Path,
     build_log: Path,
+    python_version: str | None = None,
 ) -> None:
     """Write the SDK's wheel, its dependencies and ``packages`` to ``wheelhouse``.
 
     The SDK is built alone first, so its wheel is known for certain. Then pip
     resolves that wheel (with the requirement's extras) and ``packages``
-    together.
+    together: with ``pip wheel`` for the host's Python, or with ``pip
+    download`` of binary wheels when ``python_version`` names another.
+    NOTE: the SDK's own wheel is still built by the host's Python, which is
+    right for pure-Python SDKs only.
     """
     target = export_source(spec, identity, scratch / "source")
     sdk_dir = scratch / "sdk"
@@ -198,10 +216,12 @@ def build_wheels(
         raise StepFailed(f"pip built {len(built)} wheels from {target}, expected 1")
     sdk_wheel = built[0]
     extras = requirement_extras(spec)
-    run_pip(
-        ["--wheel-dir", str(wheelhouse), f"{sdk_wheel}{extras}", *packages],
-        build_log,
-    )
+    requested = [f"{sdk_wheel}{extras}", *packages]
+    if python_version is None:
+        run_pip(["--wheel-dir", str(wheelhouse), *requested], build_log)
+    else:
+        arguments = ["--dest", str(wheelhouse), *download_arguments(python_version)]
+        run_pip([*arguments, *requested], build_log, subcommand="download")
     name, version, _, _ = parse_wheel_filename(sdk_wheel.name)
     requirements = [f"{name}{extras}=={version}", *packages]
     (wheelhouse / REQUIREMENTS_FILE).write_text("\n".join(requirements) + "\n")
@@ -216,13 +236,13 @@ def requirement_extras(spec: BuildSpec) -> str:
     return f"[{','.join(extras)}]" if extras else ""
 
 
-def run_pip(arguments: list[str], build_log: Path) -> None:
-    """Run ``pip wheel`` with the host's Python, appending its output to the log."""
+def run_pip(arguments: list[str], build_log: Path, subcommand: str = "wheel") -> None:
+    """Run pip with the host's Python, appending its output to the log."""
     command = [
         sys.executable,
         "-m",
         "pip",
-        "wheel",
+        subcommand,
         "--disable-pip-version-check",
         "--no-input",
         "--progress-bar",

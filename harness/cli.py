@@ -31,7 +31,7 @@ from harness.errors import (
     InvalidInput,
     MeasurementFailed,
 )
-from harness.models import BuildSpec, FailureKind
+from harness.models import BuildSpec, FailureKind, Limits
 from harness.shaping import PROFILES
 
 if TYPE_CHECKING:
@@ -338,6 +338,14 @@ def shaping_options(command: F) -> F:
 @github_option
 @shaping_options
 @analysis_options
+@click.option(
+    "--breakdown",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Extra iterations per build, after the timed ones, run with "
+    "python3 -X importtime for the per-module import breakdown; 0 turns it off.",
+)
 @output_options
 @click.pass_context
 def run(
@@ -371,6 +379,7 @@ def run(
     metric: Metric | None,
     alpha: float | None,
     min_effect: float | None,
+    breakdown: int,
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -433,6 +442,7 @@ def run(
                 alpha=alpha if alpha is not None else 0.05,
                 min_effect=min_effect if min_effect is not None else 0.05,
             ),
+            breakdown=breakdown,
         )
         phase_names = [phase.name for phase in request.scenario.phases]
         check_threshold_phases([*phase_names, "total"], dict(thresholds))
@@ -522,12 +532,16 @@ def print_report(
     alpha: float | None = None,
     min_effect: float | None = None,
 ) -> None:
-    from harness.report import build_report, render
+    from harness.report import build_report, render, render_markdown_report
 
     manifest, records, summary = build_report(
         run_dir, metric=metric, alpha=alpha, min_effect=min_effect
     )
-    text = render(output_format, manifest, records, summary)
+    if output_format == "markdown":
+        # The same text as report.md, with the breakdown and plot links.
+        text = render_markdown_report(run_dir, manifest, records, summary)
+    else:
+        text = render(output_format, manifest, records, summary)
     env.stdout.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -557,6 +571,151 @@ def raise_for_outcome(outcome: RunOutcome) -> None:
             f"({first.seconds:g} s): {first.over} of {first.n} iterations over, "
             f"worst {first.worst_s:.3f} s"
         )
+
+
+@cli.command(epilog=EXIT_CODE_EPILOG)
+@click.option("--baseline", metavar="SPEC", help="First build (label 'baseline').")
+@click.option("--candidate", metavar="SPEC", help="Second build (label 'candidate').")
+@click.option(
+    "--build",
+    "extra_builds",
+    metavar="LABEL=SPEC",
+    multiple=True,
+    help="A build to run in every cell; repeatable.",
+)
+@click.option(
+    "--scenario", default="stripe-lambda", show_default=True, metavar="NAME|PATH"
+)
+@click.option(
+    "-n",
+    "--iterations",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Containers per build in each cell.",
+)
+@click.option(
+    "--cpus", metavar="LIST", help="CPU shares in cores, for example 0.1,0.25,0.5,1.0."
+)
+@click.option(
+    "--memory", metavar="LIST", help="Memory limits, for example none,128m,256m."
+)
+@click.option(
+    "--env",
+    "env_axes",
+    metavar="NAME=V1,V2",
+    multiple=True,
+    help="Values of an environment variable; an empty value leaves it unset "
+    "(STRIPE_PYTHON_EAGER_IMPORT=,1). Repeatable.",
+)
+@click.option(
+    "--packages",
+    metavar="LIST",
+    help="Packages beside the SDK, one image per value: none,requests,httpx "
+    "(a+b installs both). Replaces the scenario's packages.",
+)
+@click.option(
+    "--image",
+    "images",
+    metavar="LIST",
+    help="Base images, for example python:3.11-slim,python:3.13-slim.",
+)
+@click.option(
+    "--bytecode",
+    metavar="LIST",
+    help="compiled (a normal wheel install) and/or none (no .pyc in "
+    "site-packages, none written).",
+)
+@click.option(
+    "--page-cache",
+    metavar="LIST",
+    help="warm and/or dropped (the host's page cache dropped before each "
+    "iteration; needs root on the host).",
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True
+)
+@click.option("--seed", type=int, help="Seed of the cell order. Default: random.")
+@click.option(
+    "--results",
+    "results_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+)
+@output_options
+@click.pass_obj
+def sweep(env: Environment, **options: Any) -> None:
+    """Run a scenario over one or more axes and report a matrix of medians.
+
+    \b
+    Every combination of axis values is a cell, and each cell is a small run
+    stored under <results>/sweep-<id>/cells/. Axes not given keep the run
+    defaults: --cpus 0.1, no memory limit, python:3.11-slim, compiled
+    bytecode, warm page cache.
+    """
+    from harness.sweep import run_sweep
+
+    env.quiet = options["quiet"]
+    configure_logging(options["quiet"], options["verbose"], env)
+    request = build_sweep_request(options)
+    sweep_dir, _ = run_sweep(env, request)
+    text = (sweep_dir / "sweep.md").read_text()
+    env.stdout.print(text, markup=False, highlight=False, soft_wrap=True)
+    logger.info("wrote %s", sweep_dir)
+
+
+def build_sweep_request(options: dict[str, Any]) -> Any:
+    """Turn the sweep command's options into a SweepRequest."""
+    from harness import sweep_axes as axes_module
+    from harness.scenario import load_scenario
+    from harness.sweep import SweepRequest
+
+    specs = collect_specs(
+        options["baseline"], options["candidate"], options["extra_builds"]
+    )
+    axes = parse_sweep_axes(options, axes_module)
+    return SweepRequest(
+        specs=specs,
+        scenario=load_scenario(options["scenario"]),
+        axes=tuple(axes),
+        limits=Limits(timeout_s=options["timeout"]),
+        image="python:3.11-slim",
+        iterations=options["iterations"],
+        results_root=options["results_root"],
+        seed=options["seed"]
+        if options["seed"] is not None
+        else secrets.randbelow(2**31),
+        command=tuple(sys.argv),
+    )
+
+
+def parse_sweep_axes(options: dict[str, Any], axes_module: Any) -> list[Any]:
+    axes = []
+    if options["cpus"]:
+        axes.append(axes_module.parse_cpus_axis(options["cpus"]))
+    if options["memory"]:
+        axes.append(axes_module.parse_memory_axis(options["memory"]))
+    axes += [axes_module.parse_env_axis(text) for text in options["env_axes"]]
+    if options["packages"]:
+        axes.append(axes_module.parse_packages_axis(options["packages"]))
+    if options["images"]:
+        values = axes_module.split_values("--image", options["images"])
+        axes.append(axes_module.SweepAxis("image", values))
+    choices = (
+        ("bytecode", axes_module.BYTECODE_STATES),
+        ("page_cache", axes_module.PAGE_CACHE_STATES),
+    )
+    for key, states in choices:
+        if options[key]:
+            kind = key.replace("_", "-")
+            axes.append(axes_module.parse_choice_axis(kind, options[key], states))
+    if not axes:
+        raise InvalidInput(
+            "no axis to sweep: pass at least one of --cpus, --memory, --env, "
+            "--packages, --image, --bytecode or --page-cache"
+        )
+    return axes
 
 
 @cli.command(epilog=EXIT_CODE_EPILOG)

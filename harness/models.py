@@ -70,6 +70,19 @@ class Phase:
 
 
 @dataclass(frozen=True)
+class Sidecar:
+    """A stub server run beside each measurement container, outside its quota.
+
+    ``code`` is Python run with ``python3 -c`` from the build's image; it must
+    listen on 127.0.0.1:``port`` and then print ``ready`` on stdout.
+    """
+
+    code: str
+    port: int
+    ready: str = "ready"
+
+
+@dataclass(frozen=True)
 class Scenario:
     """What runs inside each container: untimed setup, then timed phases."""
 
@@ -83,9 +96,12 @@ class Scenario:
     source: str = ""
     # Maximum regression in percent per phase name, "*" or "total".
     gates: Mapping[str, float] = field(default_factory=dict)
+    sidecar: Sidecar | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if self.sidecar is None:
+            del data["sidecar"]
         data["phases"] = [asdict(phase) for phase in self.phases]
         data["packages"] = list(self.packages)
         data["budgets"] = dict(self.budgets)
@@ -105,6 +121,7 @@ class Scenario:
             setup=data.get("setup", ""),
             source=data.get("source", ""),
             gates=dict(data.get("gates", {})),
+            sidecar=Sidecar(**data["sidecar"]) if data.get("sidecar") else None,
         )
 
 

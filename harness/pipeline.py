@@ -14,6 +14,7 @@ from typing import Any
 from harness import __version__, resume
 from harness.backends import Execution, resolve_execution, run_measurements
 from harness.baseimage import resolve_base_image
+from harness.breakdown import run_breakdown
 from harness.builds import prepare_build
 from harness.clean import warn_about_dead_runs
 from harness.display import make_display
@@ -56,6 +57,8 @@ class RunRequest:
     execution: Execution = field(default_factory=Execution)
     warmup: int = 1
     analysis: AnalysisOptions = AnalysisOptions()
+    # Extra -X importtime iterations per build after the timed ones; 0: none.
+    breakdown: int = 0
 
 
 @dataclass
@@ -88,6 +91,16 @@ def run_experiment(env: Environment, request: RunRequest) -> RunOutcome:
     with stop_on_failure(env, run_dir):
         prepared, failures = prepare_builds(env, request, base, run_dir)
         records = measure(env, request, run_dir, prepared)
+        if request.breakdown and prepared:
+            logger.info("import breakdown: %d iterations per build", request.breakdown)
+            run_breakdown(
+                env.docker,
+                run_dir,
+                prepared,
+                request.scenario,
+                request.limits,
+                request.breakdown,
+            )
     summary = finish_run(env, run_dir, status="complete")
     return RunOutcome(run_dir, summary, failures, records)
 

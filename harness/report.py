@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis import Metric, Summary, summarise
+from harness.breakdown import read_breakdown
 from harness.export import ReportData, get_exporter
+from harness.export.breakdown import render_breakdown, render_plot_links
 from harness.models import IterationRecord
+from harness.plots import list_plots, write_run_plots
 from harness.results import REPORT, SUMMARY, RunDirectory
 
 logger = logging.getLogger(__name__)
@@ -93,8 +96,33 @@ def write_report(
     manifest: Mapping[str, Any],
     records: Sequence[IterationRecord],
 ) -> None:
-    """Write summary.json and report.md into the run directory, atomically."""
+    """Write summary.json, the plots and report.md into the run directory."""
     directory = open_run(run_dir)
-    for filename, fmt in ((SUMMARY, "json"), (REPORT, "markdown")):
-        directory.write_text(filename, render(fmt, manifest, records, summary))
-        logger.info("wrote %s", directory.path / filename)
+    directory.write_text(SUMMARY, render("json", manifest, records, summary))
+    breakdown = read_breakdown(directory.path)
+    write_run_plots(directory.path, manifest, records, breakdown)
+    text = render_markdown_report(directory, manifest, records, summary)
+    directory.write_text(REPORT, text)
+    logger.info("wrote %s", directory.path / REPORT)
+
+
+def render_markdown_report(
+    run_dir: RunDirectory | Path | str,
+    manifest: Mapping[str, Any],
+    records: Sequence[IterationRecord],
+    summary: Summary,
+) -> str:
+    """Render report.md: the Markdown report, the import breakdown and plot links.
+
+    The breakdown comes from ``breakdown.json`` and the links from the PNG
+    files already in the run directory, so a re-render matches report.md.
+    """
+    directory = open_run(run_dir)
+    sections = [render("markdown", manifest, records, summary).rstrip("\n")]
+    breakdown = read_breakdown(directory.path)
+    if breakdown is not None:
+        sections.append("\n".join(render_breakdown(breakdown, summary.baseline)))
+    plots = list_plots(directory.path)
+    if plots:
+        sections.append("\n".join(render_plot_links(plots)))
+    return "\n\n".join(sections) + "\n"

@@ -48,6 +48,7 @@ from harness.shaping import (
     initial_quota_us,
     plan_quota_switch,
 )
+from harness.sidecar import SidecarNotReady, sidecar_network
 
 if TYPE_CHECKING:
     import docker
@@ -170,8 +171,17 @@ def run_iteration(
         **(labels or {}),
     }
     try:
-        run = run_container(client, build, scenario, limits, container_labels)
-    except (DockerException, requests.RequestException) as error:
+        with sidecar_network(client, build, scenario, container_labels) as sidecar:
+            run = run_container(
+                client,
+                build,
+                scenario,
+                limits,
+                container_labels,
+                network_mode=sidecar.network_mode,
+            )
+            sidecar_log = sidecar.read_log()
+    except (DockerException, requests.RequestException, SidecarNotReady) as error:
         logger.error(
             "iteration %d of build %s failed on the engine: %s",
             planned.iteration,
@@ -189,7 +199,10 @@ def run_iteration(
             warmup=planned.warmup,
         )
     record = interpret_run(run, build.label, planned, started_at, limits)
-    return replace(record, warmup=planned.warmup)
+    record = replace(record, warmup=planned.warmup)
+    if sidecar_log is None:
+        return record
+    return replace(record, telemetry={**record.telemetry, "sidecar_log": sidecar_log})
 
 
 def container_options(
@@ -197,17 +210,21 @@ def container_options(
     scenario: Scenario,
     limits: Limits,
     labels: Mapping[str, str],
+    command: list[str] | None = None,
 ) -> dict[str, Any]:
     """Return the create() arguments: limits, isolation, scenario env only.
 
     The code under test runs as ``nobody`` with no network, no capabilities,
     at most PIDS_LIMIT processes and a read-only root filesystem. Only /tmp is
     writable, a tmpfs of TMPFS_SIZE that counts against the memory limit.
+    ``command`` replaces the probe command, for runs that add interpreter
+    options such as ``-X importtime``.
     """
     switch = plan_quota_switch(scenario, limits)
     options: dict[str, Any] = {
         "image": build.image_tag,
-        "command": probe_command(
+        "command": command
+        or probe_command(
             scenario, (switch.phase_index, switch.quota_us) if switch else None
         ),
         # HOME and the scenario's variables: nothing from the host's
@@ -255,9 +272,20 @@ def run_container(
     scenario: Scenario,
     limits: Limits,
     labels: Mapping[str, str],
+    *,
+    command: list[str] | None = None,
+    network_mode: str = "none",
 ) -> ContainerRun:
-    """Create, start and wait for one container; always remove it."""
-    options = container_options(build, scenario, limits, labels)
+    """Create, start and wait for one container; always remove it.
+
+    ``network_mode`` may name ``container:<id>`` to join a sidecar's network
+    namespace, which must itself have no network beyond loopback.
+    """
+    options = container_options(build, scenario, limits, labels, command)
+    if network_mode != "none":
+        if not network_mode.startswith("container:"):
+            raise ValueError(f"network mode {network_mode!r} is not allowed")
+        options["network_mode"] = network_mode
     switch = plan_quota_switch(scenario, limits)
     container = client.containers.create(**options)
     try:
@@ -412,6 +440,8 @@ def describe_probe_output_error(problem: ProbeOutputError, run: ContainerRun) ->
 
 
 def describe_engine_error(error: Exception, build: PreparedBuild) -> str:
+    if isinstance(error, SidecarNotReady):
+        return str(error)
     if isinstance(error, ImageNotFound):
         return f"image {build.image_tag} not found (prepare the build again)"
     explanation = getattr(error, "explanation", None)

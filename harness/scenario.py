@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InvalidInput
-from harness.models import Phase, Scenario
+from harness.models import Phase, Scenario, Sidecar
 
 DEFAULT_SCENARIO = "stripe-lambda"
 
@@ -33,7 +33,9 @@ TOP_LEVEL_KEYS = {
     "budgets",
     "phases",
     "gates",
+    "sidecar",
 }
+SIDECAR_KEYS = {"code", "port", "ready"}
 PHASE_KEYS = {"name", "code", "budget"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_PHASE_NAME = 40
@@ -102,6 +104,7 @@ def parse_scenario(data: Mapping[str, Any], source: str) -> Scenario:
         setup=check.text(data, "setup"),
         source=source,
         gates=gates,
+        sidecar=_parse_sidecar(check, data.get("sidecar")),
     )
 
 
@@ -225,3 +228,23 @@ def _parse_gates(
             raise check.fail(f"gates.{name}", f"must be 0 or more, not {percent}")
         gates[name] = float(percent)
     return gates
+
+
+def _parse_sidecar(check: _Checker, raw: Any) -> Sidecar | None:
+    if raw is None:
+        return None
+    check.no_unknown_keys(raw, SIDECAR_KEYS, "sidecar.")
+    code = raw.get("code")
+    if not isinstance(code, str) or not code.strip():
+        raise check.fail("sidecar.code", "missing (add the stub server's source)")
+    try:
+        compile(code, "<sidecar>", "exec")
+    except SyntaxError as error:
+        raise check.fail("sidecar.code", f"invalid Python: {error.msg}") from None
+    port = raw.get("port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise check.fail("sidecar.port", "must be a port number from 1 to 65535")
+    ready = raw.get("ready", "ready")
+    if not isinstance(ready, str) or not ready:
+        raise check.fail("sidecar.ready", "must be a non-empty string")
+    return Sidecar(code=code, port=port, ready=ready)

@@ -182,3 +182,25 @@ def test_report_rejects_min_effect_of_one():
     result = coldstart("report", "tests/fixtures/stripe-lambda", "--min-effect", "1")
     assert result.returncode == 2
     assert "Invalid value for '--min-effect'" in result.stderr
+
+
+def test_sweep_without_axis_exits_2():
+    result = coldstart("sweep", "--build", "s=stripe==15.3.1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: no axis to sweep: pass at least one of --cpus, --memory, --env, "
+        "--packages, --image, --bytecode or --page-cache"
+    ]
+
+
+def test_sweep_bad_cpus_exits_2():
+    result = coldstart("sweep", "--build", "s=stripe==15.3.1", "--cpus", "0.1,x")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: invalid --cpus value 'x'")
+
+
+def test_run_help_documents_breakdown():
+    result = coldstart("run", "--help")
+    assert result.returncode == 0
+    assert "--breakdown" in result.stdout
+    assert "python3 -X importtime" in result.stdout

@@ -146,6 +146,7 @@ def stripe_run(coldstart: Run, tmp_path_factory) -> StoredRun:
         "--baseline", "stripe==15.3.0",
         "--candidate", "stripe==15.3.1",
         "-n", "3",
+        "--breakdown", "0",
         "--quiet",
         "--results", str(results),
     )  # fmt: skip
@@ -253,6 +254,7 @@ def test_git_refs_show_slower_import(coldstart: Run, sdk_checkout: Path, tmp_pat
         "--candidate", f"{sdk_checkout}@perf/slow-import",
         "--scenario", str(scenario),
         "-n", "3",
+        "--breakdown", "0",
         "--quiet",
         "--format", "json",
         "--results", str(tmp_path),

@@ -80,14 +80,18 @@ def test_write_report_writes_both_files(tmp_path: Path) -> None:
     (run_dir / "expected.json").unlink()
     manifest, records, summary = build_report(run_dir)
     write_report(run_dir, summary, manifest, records)
-    assert_matches_golden(
-        (run_dir / "report.md").read_text(), STRIPE_RUN / "expected.md"
-    )
+    # report.md is the Markdown report followed by links to the plots.
+    report, plots = (run_dir / "report.md").read_text().split("\n## Plots\n")
+    assert_matches_golden(report, STRIPE_RUN / "expected.md")
+    assert "![Wall time per phase](phases.png)" in plots
     assert_matches_golden(
         (run_dir / "summary.json").read_text(), STRIPE_RUN / "expected.json"
     )
     assert sorted(path.name for path in run_dir.iterdir()) == [
+        "budgets.png",
+        "cpu-wall.png",
         "manifest.json",
+        "phases.png",
         "raw.jsonl",
         "report.md",
         "summary.json",

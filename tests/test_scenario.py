@@ -1,9 +1,11 @@
+import re
 from pathlib import Path
 
 import pytest
 
 from harness.errors import InvalidInput
-from harness.scenario import list_scenarios, load_scenario
+from harness.models import Scenario, Sidecar
+from harness.scenario import list_scenarios, load_scenario, parse_scenario
 
 VALID = """
 name = "tiny"
@@ -132,3 +134,50 @@ def test_invalid_gates_name_key_and_problem(tmp_path, table, message):
     with pytest.raises(InvalidInput) as caught:
         load_scenario(path)
     assert str(caught.value) == f"invalid scenario {path}: {message}"
+
+
+SIDECAR_PHASES = [{"name": "p", "code": "pass", "budget": "init"}]
+
+
+def test_sidecar_parsed():
+    scenario = parse_scenario(
+        {
+            "name": "s",
+            "phases": SIDECAR_PHASES,
+            "sidecar": {"code": "print('ready')", "port": 12111},
+        },
+        source="s.toml",
+    )
+    assert scenario.sidecar == Sidecar(code="print('ready')", port=12111, ready="ready")
+    assert scenario.to_dict()["sidecar"]["port"] == 12111
+    assert Scenario.from_dict(scenario.to_dict()) == scenario
+
+
+def test_scenario_without_sidecar_round_trips():
+    scenario = parse_scenario({"name": "s", "phases": SIDECAR_PHASES}, source="s.toml")
+    assert scenario.sidecar is None
+    assert "sidecar" not in scenario.to_dict()
+    assert Scenario.from_dict(scenario.to_dict()) == scenario
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "message"),
+    [
+        ({"port": 1}, "sidecar.code: missing"),
+        ({"code": "x(", "port": 1}, "sidecar.code: invalid Python"),
+        ({"code": "pass", "port": 0}, "sidecar.port: must be a port number"),
+        ({"code": "pass", "port": "80"}, "sidecar.port: must be a port number"),
+        ({"code": "pass", "port": 80, "host": "x"}, "sidecar.host: unknown key"),
+    ],
+)
+def test_sidecar_rejected(sidecar, message):
+    data = {"name": "s", "phases": SIDECAR_PHASES, "sidecar": sidecar}
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        parse_scenario(data, source="s.toml")
+
+
+def test_shipped_first_request_scenario_has_sidecar():
+    scenario = load_scenario("stripe-first-request")
+    assert scenario.sidecar is not None
+    assert scenario.sidecar.port == 12111
+    assert [phase.name for phase in scenario.phases][-1] == "first request"
