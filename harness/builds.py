@@ -36,6 +36,7 @@ from packaging.utils import parse_wheel_filename
 
 from harness.environment import Environment
 from harness.errors import BuildFailed, InvalidInput
+from harness.isolated_build import ContainerBuildFailed, build_wheel_in_container
 from harness.models import (
     BaseImage,
     BuildSpec,
@@ -53,6 +54,9 @@ from harness.sources import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The engine and base image that build a checkout's wheel in a container.
+Isolation = tuple[docker.DockerClient, BaseImage]
 
 IMAGE_REPOSITORY = "coldstart/build"
 REQUIREMENTS_FILE = "requirements.txt"
@@ -84,11 +88,14 @@ def prepare_build(
     base: BaseImage,
     *,
     log: logging.Logger = logger,
+    build_in_container: bool = False,
 ) -> PreparedBuild:
     """Build or reuse the wheelhouse and image of ``spec`` on ``base``.
 
-    Raises BuildFailed naming the build and one line of cause, with the path
-    of the log that contains pip's and docker's full output.
+    With ``build_in_container``, a checkout's wheel is built in a container of
+    ``base`` with no network instead of on the host. Raises BuildFailed naming
+    the build and one line of cause, with the path of the log that contains
+    pip's and docker's full output.
     """
     packages = check_packages(scenario)
     identity = identify_source(spec)
@@ -104,8 +111,17 @@ def prepare_build(
     build_log = env.cache_dir / "logs" / log_name
     build_log.parent.mkdir(parents=True, exist_ok=True)
     try:
+        isolation = (env.docker, base) if build_in_container else None
         wheelhouse = prepare_wheelhouse(
-            env, spec, identity, packages, key, build_log, log, target_python(base)
+            env,
+            spec,
+            identity,
+            packages,
+            key,
+            build_log,
+            log,
+            target_python(base),
+            isolation,
         )
         image, image_key, cached = prepare_image(
             env, spec, wheelhouse, base, build_log, log
@@ -168,6 +184,7 @@ def prepare_wheelhouse(
     build_log: Path,
     log: logging.Logger,
     python_version: str | None = None,
+    isolation: Isolation | None = None,
 ) -> Wheelhouse:
     """Return the wheelhouse for ``key``, building it unless it can be reused.
 
@@ -184,7 +201,14 @@ def prepare_wheelhouse(
     with tempfile.TemporaryDirectory(prefix=".partial-", dir=root) as scratch:
         partial = Path(scratch) / "wheelhouse"
         build_wheels(
-            spec, identity, packages, Path(scratch), partial, build_log, python_version
+            spec,
+            identity,
+            packages,
+            Path(scratch),
+            partial,
+            build_log,
+            python_version,
+            isolation,
         )
         install_wheelhouse(partial, final)
     return read_wheelhouse(final)
@@ -198,6 +222,7 @@ def build_wheels(
     wheelhouse: Path,
     build_log: Path,
     python_version: str | None = None,
+    isolation: Isolation | None = None,
 ) -> None:
     """Write the SDK's wheel, its dependencies and ``packages`` to ``wheelhouse``.
 
@@ -209,12 +234,12 @@ def build_wheels(
     right for pure-Python SDKs only.
     """
     target = export_source(spec, identity, scratch / "source")
-    sdk_dir = scratch / "sdk"
-    run_pip(["--no-deps", "--wheel-dir", str(sdk_dir), target], build_log)
-    built = sorted(sdk_dir.glob("*.whl"))
-    if len(built) != 1:
-        raise StepFailed(f"pip built {len(built)} wheels from {target}, expected 1")
-    sdk_wheel = built[0]
+    if isolation is not None and Path(target).is_dir():
+        sdk_wheel = build_sdk_in_container(
+            isolation, Path(target), scratch, build_log, python_version
+        )
+    else:
+        sdk_wheel = build_sdk_on_host(target, scratch, build_log)
     extras = requirement_extras(spec)
     requested = [f"{sdk_wheel}{extras}", *packages]
     if python_version is None:
@@ -227,6 +252,36 @@ def build_wheels(
     (wheelhouse / REQUIREMENTS_FILE).write_text("\n".join(requirements) + "\n")
     metadata = {"sdk_wheel": sdk_wheel.name, "requirements": requirements}
     (wheelhouse / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+
+
+def build_sdk_on_host(target: str, scratch: Path, build_log: Path) -> Path:
+    sdk_dir = scratch / "sdk"
+    run_pip(["--no-deps", "--wheel-dir", str(sdk_dir), target], build_log)
+    built = sorted(sdk_dir.glob("*.whl"))
+    if len(built) != 1:
+        raise StepFailed(f"pip built {len(built)} wheels from {target}, expected 1")
+    return built[0]
+
+
+def build_sdk_in_container(
+    isolation: Isolation,
+    source: Path,
+    scratch: Path,
+    build_log: Path,
+    python_version: str | None,
+) -> Path:
+    """Build the SDK's wheel in a container of the base image, with no network."""
+    client, base = isolation
+    options = download_arguments(python_version) if python_version else []
+
+    def download(requirements: list[str], directory: Path) -> None:
+        arguments = ["--dest", str(directory), "--only-binary=:all:", *options]
+        run_pip([*arguments, *requirements], build_log, subcommand="download")
+
+    try:
+        return build_wheel_in_container(client, base, source, scratch, download)
+    except ContainerBuildFailed as error:
+        raise StepFailed(str(error)) from None
 
 
 def requirement_extras(spec: BuildSpec) -> str:

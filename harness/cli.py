@@ -346,6 +346,13 @@ def shaping_options(command: F) -> F:
     help="Extra iterations per build, after the timed ones, run with "
     "python3 -X importtime for the per-module import breakdown; 0 turns it off.",
 )
+@click.option(
+    "--build-in-container",
+    is_flag=True,
+    help="Build the wheels of local checkouts and git refs in a container of "
+    "the base image with no network, instead of running their build backend "
+    "on the host. Use it for checkouts you do not trust.",
+)
 @output_options
 @click.pass_context
 def run(
@@ -380,6 +387,7 @@ def run(
     alpha: float | None,
     min_effect: float | None,
     breakdown: int,
+    build_in_container: bool,
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -443,6 +451,7 @@ def run(
                 min_effect=min_effect if min_effect is not None else 0.05,
             ),
             breakdown=breakdown,
+            build_in_container=build_in_container,
         )
         phase_names = [phase.name for phase in request.scenario.phases]
         check_threshold_phases([*phase_names, "total"], dict(thresholds))
@@ -503,10 +512,19 @@ def collect_specs(
     from harness.specs import parse_build_option, parse_spec
 
     specs = []
-    if baseline:
-        specs.append(parse_spec("baseline", baseline))
-    if candidate:
-        specs.append(parse_spec("candidate", candidate))
+    for option, label, text in (
+        ("--baseline", "baseline", baseline),
+        ("--candidate", "candidate", candidate),
+    ):
+        if text is None:
+            continue
+        if not text.strip():
+            raise InvalidInput(
+                f"empty build spec for {option}: pass a requirement, wheel, "
+                "directory or PATH@REF (an unset shell variable gives an empty "
+                "value)"
+            )
+        specs.append(parse_spec(label, text))
     specs.extend(parse_build_option(text) for text in extra_builds)
     if len(specs) < 1:
         raise InvalidInput(
@@ -700,7 +718,11 @@ def parse_sweep_axes(options: dict[str, Any], axes_module: Any) -> list[Any]:
     if options["packages"]:
         axes.append(axes_module.parse_packages_axis(options["packages"]))
     if options["images"]:
+        from harness.baseimage import check_image_reference
+
         values = axes_module.split_values("--image", options["images"])
+        for value in values:
+            check_image_reference(value)
         axes.append(axes_module.SweepAxis("image", values))
     choices = (
         ("bytecode", axes_module.BYTECODE_STATES),
@@ -776,9 +798,11 @@ def report(
 @click.pass_obj
 def doctor(env: Environment, image: str) -> None:
     """Check the engine and the base image, and print how to fix any gap."""
+    from harness.baseimage import check_image_reference
     from harness.doctor import run_doctor
 
     configure_logging(False, False, env)
+    check_image_reference(image)
     run_doctor(env, image)
 
 
@@ -846,6 +870,16 @@ def clean(
 from harness import cli_results  # noqa: E402, F401
 
 
+def describe_click_error(error: click.ClickException) -> str:
+    """Return click's message in our form: lower case, with where to find help."""
+    message = error.format_message().strip().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    context = getattr(error, "ctx", None)
+    if isinstance(error, click.UsageError) and context is not None:
+        message += f" (see {context.command_path} --help)"
+    return message
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and turn every user-facing failure into an exit code."""
     try:
@@ -853,11 +887,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as stop:
         sys.exit(stop.exit_code)
     except click.ClickException as error:
-        error.show()
+        click.echo(f"error: {describe_click_error(error)}", err=True)
         sys.exit(ExitCode.INVALID_INPUT)
-    except click.exceptions.Abort:
-        sys.exit(ExitCode.INTERRUPTED)
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C outside a run's measurement into Abort.
         click.echo("error: interrupted", err=True)
         sys.exit(ExitCode.INTERRUPTED)
     except ColdstartError as error:

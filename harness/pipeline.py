@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -59,6 +60,8 @@ class RunRequest:
     analysis: AnalysisOptions = AnalysisOptions()
     # Extra -X importtime iterations per build after the timed ones; 0: none.
     breakdown: int = 0
+    # Build checkouts' wheels in a container with no network, not on the host.
+    build_in_container: bool = False
 
 
 @dataclass
@@ -115,13 +118,27 @@ def stop_on_failure(env: Environment, run_dir: RunDirectory) -> Iterator[None]:
     """
     try:
         yield
-    except (Interrupted, EngineUnavailable, ResultsUnwritable) as error:
-        logger.error("run %s stopped: %s", run_dir.run_id, error)
-        try:
-            finish_run(env, run_dir, status="interrupted", stop_reason=str(error))
-        except ResultsUnwritable as write_error:
-            logger.error("could not mark the run interrupted: %s", write_error)
+    except KeyboardInterrupt as error:
+        # Outside raise_on_signals (while builds are prepared) Ctrl-C arrives
+        # as KeyboardInterrupt.
+        interrupted = Interrupted(signal.SIGINT, run_dir.path)
+        mark_interrupted(env, run_dir, interrupted)
+        raise interrupted from error
+    except Interrupted as error:
+        mark_interrupted(env, run_dir, error)
+        raise Interrupted(error.signal_number, run_dir.path) from error
+    except (EngineUnavailable, ResultsUnwritable) as error:
+        mark_interrupted(env, run_dir, error)
         raise
+
+
+def mark_interrupted(env: Environment, run_dir: RunDirectory, error: Exception) -> None:
+    """Write the report of a stopped run and mark its manifest interrupted."""
+    logger.error("run %s stopped: %s", run_dir.run_id, error)
+    try:
+        finish_run(env, run_dir, status="interrupted", stop_reason=str(error))
+    except ResultsUnwritable as write_error:
+        logger.error("could not mark the run interrupted: %s", write_error)
 
 
 def resume_experiment(env: Environment, path: Path, retries: int = 0) -> RunOutcome:
@@ -173,6 +190,7 @@ def initial_manifest(
             "order": request.order,
             "seed": request.seed,
             "warmup": request.warmup,
+            "build_in_container": request.build_in_container,
         },
         "analysis": request.analysis.to_dict(),
         "host": host_info(),
@@ -195,7 +213,14 @@ def prepare_builds(
     # finish, because their threads are not interruptible.
     with ThreadPoolExecutor(max_workers=len(request.specs) or 1) as executor:
         futures = [
-            executor.submit(prepare_one, env, spec, request.scenario, base)
+            executor.submit(
+                prepare_one,
+                env,
+                spec,
+                request.scenario,
+                base,
+                request.build_in_container,
+            )
             for spec in request.specs
         ]
     prepared: list[PreparedBuild] = []
@@ -212,12 +237,18 @@ def prepare_builds(
 
 
 def prepare_one(
-    env: Environment, spec: BuildSpec, scenario: Scenario, base: BaseImage
+    env: Environment,
+    spec: BuildSpec,
+    scenario: Scenario,
+    base: BaseImage,
+    build_in_container: bool = False,
 ) -> PreparedBuild | BuildFailed:
     """Prepare one build in a worker thread; return its failure instead of raising."""
     logger.info("preparing build %s (%s)", spec.label, spec.raw)
     try:
-        return prepare_build(env, spec, scenario, base)
+        return prepare_build(
+            env, spec, scenario, base, build_in_container=build_in_container
+        )
     except BuildFailed as error:
         logger.error("%s", error)
         return error
