@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -23,7 +24,7 @@ import docker.errors
 import requests.exceptions
 
 from harness.environment import default_cache_dir
-from harness.errors import EngineUnavailable
+from harness.errors import EngineUnavailable, InvalidInput
 from harness.models import BaseImage
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,26 @@ PYTHON_VERSION_CODE = "import platform; print(platform.python_version())"
 HELPER_LABELS = {"coldstart": "1", "coldstart.helper": "python-version"}
 HELPER_TIMEOUT_S = 60
 
+# The reference grammar of the distribution project (reference/regexp.go):
+# [registry[:port]/]path[:tag][@digest], path components in lower case.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+IMAGE_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?/)?"
+    rf"{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+
+
+def check_image_reference(reference: str, option: str = "--image") -> None:
+    """Raise InvalidInput unless ``reference`` is a valid Docker image reference."""
+    if len(reference) > 255 or not IMAGE_REFERENCE.fullmatch(reference):
+        raise InvalidInput(
+            f"invalid {option} {reference!r}: not a valid image reference "
+            "(for example python:3.11-slim)"
+        )
+
 
 def resolve_base_image(
     client: docker.DockerClient,
@@ -59,8 +80,10 @@ def resolve_base_image(
 ) -> BaseImage:
     """Return the image to build on for ``requested``: local, pulled or stand-in.
 
-    Raises EngineUnavailable when none of the three is possible.
+    Raises InvalidInput for a malformed reference and EngineUnavailable when
+    none of the three is possible.
     """
+    check_image_reference(requested)
     if (image := find_image(client, requested)) is not None:
         log.info("base image %s found on the engine", requested)
         return describe_base_image(client, requested, requested, image, "local")

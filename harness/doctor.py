@@ -13,7 +13,12 @@ import docker
 from rich.table import Table
 from rich.text import Text
 
-from harness.baseimage import STAND_INS, find_image, image_python_version
+from harness.baseimage import (
+    STAND_INS,
+    describe_api_error,
+    find_image,
+    image_python_version,
+)
 from harness.engine import connect, engine_info, host_info
 from harness.environment import Environment
 from harness.errors import EngineUnavailable
@@ -68,12 +73,7 @@ def check_base_image(client: docker.DockerClient, image: str) -> Check:
         version = image_python_version(client, image)
         return Check("base image", "ok", f"{image} present: Python {version}")
     if image not in STAND_INS:
-        return Check(
-            "base image",
-            "warn",
-            f"{image} is not on the engine; `coldstart run` will try to pull it "
-            "(run `coldstart image --image " + image + "` to pull it now)",
-        )
+        return check_registry(client, image)
     suite, tag = STAND_INS[image]
     if find_image(client, tag) is not None:
         version = image_python_version(client, tag)
@@ -84,6 +84,27 @@ def check_base_image(client: docker.DockerClient, image: str) -> Check:
             f"(Python {version}, built from Debian {suite} packages)",
         )
     return check_stand_in_tools(image, suite)
+
+
+def check_registry(client: docker.DockerClient, image: str) -> Check:
+    """Ask the registry, through the engine, whether ``image`` could be pulled."""
+    try:
+        client.api.inspect_distribution(image)
+    except docker.errors.APIError as error:
+        return Check(
+            "base image",
+            "fail",
+            f"{image} is not on the engine, has no stand-in, and the registry "
+            f"cannot provide it: {describe_api_error(error)} (pull it where the "
+            "registry is reachable and `docker load` it here, or pass --image "
+            "with a local image)",
+        )
+    return Check(
+        "base image",
+        "warn",
+        f"{image} is not on the engine; `coldstart run` will pull it "
+        f"(run `coldstart image --image {image}` to pull it now)",
+    )
 
 
 def check_stand_in_tools(image: str, suite: str) -> Check:

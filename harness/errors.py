@@ -8,6 +8,7 @@ subclass's code. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 from enum import IntEnum
+from pathlib import Path
 
 
 class ExitCode(IntEnum):
@@ -75,7 +76,11 @@ class GateFailed(ColdstartError):
 class Interrupted(ColdstartError):
     """The run was stopped by a signal; what was measured is on disk."""
 
-    def __init__(self, signal_number: int) -> None:
-        super().__init__(f"interrupted by signal {signal_number}")
+    def __init__(self, signal_number: int, run_path: Path | None = None) -> None:
+        message = f"interrupted by signal {signal_number}"
+        if run_path is not None:
+            message += f"; the run so far is in {run_path}"
+        super().__init__(message)
         self.signal_number = signal_number
+        self.run_path = run_path
         self.exit_code = ExitCode(128 + signal_number)

@@ -15,11 +15,12 @@ import pytest
 from harness import baseimage
 from harness.baseimage import (
     build_stand_in,
+    check_image_reference,
     image_python_version,
     remove_root,
     resolve_base_image,
 )
-from harness.errors import EngineUnavailable, ExitCode
+from harness.errors import EngineUnavailable, ExitCode, InvalidInput
 from harness.models import BaseImage
 
 TEST_LABELS = {"coldstart.test": "1"}
@@ -196,3 +197,26 @@ def test_stand_in_requested_by_tag(
     assert direct.stand_in is True
     assert direct.tag == base_image.tag
     assert direct.origin == "stand-in built from Debian bookworm packages"
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "python:3.11-slim",
+        "coldstart/stand-in:python3.11-bookworm",
+        "localhost:5000/team/python:3.12",
+        "python@sha256:" + "a" * 64,
+    ],
+)
+def test_image_reference_accepts_valid(reference):
+    check_image_reference(reference)
+
+
+@pytest.mark.parametrize("reference", ["bad image", "Python:3.11", "", "python:"])
+def test_image_reference_rejects_invalid(reference):
+    with pytest.raises(InvalidInput) as caught:
+        check_image_reference(reference)
+    assert str(caught.value) == (
+        f"invalid --image {reference!r}: not a valid image reference "
+        "(for example python:3.11-slim)"
+    )

@@ -113,7 +113,62 @@ def test_report_on_non_run_directory_exits_2(tmp_path):
 def test_click_usage_error_exits_2():
     result = coldstart("run", "--cpus", "zero")
     assert result.returncode == 2
-    assert "Invalid value for '--cpus'" in result.stderr
+    assert result.stderr.splitlines() == [
+        "error: invalid value for '--cpus': 'zero' is not a valid float range "
+        "(see coldstart run --help)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (
+            ("run", "-n", "0"),
+            "error: invalid value for '-n' / '--iterations': 0 is not in the "
+            "range x>=1 (see coldstart run --help)",
+        ),
+        (
+            ("run", "--order", "random"),
+            "error: invalid value for '--order': 'random' is not one of "
+            "'shuffle', 'alternate' (see coldstart run --help)",
+        ),
+        (("nosuch",), "error: no such command 'nosuch' (see coldstart --help)"),
+    ],
+)
+def test_option_error_is_one_error_line(arguments, expected):
+    result = coldstart(*arguments)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [expected]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("option", ["--baseline", "--candidate"])
+def test_run_with_empty_spec_exits_2(option):
+    other = "--candidate" if option == "--baseline" else "--baseline"
+    result = coldstart("run", option, "", other, "stripe==15.3.0")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: empty build spec for {option}: pass a requirement, wheel, "
+        "directory or PATH@REF (an unset shell variable gives an empty value)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ("run", "--baseline", "stripe==15.3.0", "--image", "bad image"),
+        ("doctor", "--image", "bad image"),
+        ("image", "--image", "bad image"),
+        ("sweep", "--baseline", "stripe==15.3.0", "--image", "bad image"),
+    ],
+)
+def test_invalid_image_reference_exits_2(arguments):
+    result = coldstart(*arguments)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: invalid --image 'bad image': not a valid image reference "
+        "(for example python:3.11-slim)"
+    ]
 
 
 def test_run_help_lists_shaping_and_analysis_options():
