@@ -121,9 +121,8 @@ def stop_on_failure(env: Environment, run_dir: RunDirectory) -> Iterator[None]:
     except KeyboardInterrupt as error:
         # Outside raise_on_signals (while builds are prepared) Ctrl-C arrives
         # as KeyboardInterrupt.
-        interrupted = Interrupted(signal.SIGINT, run_dir.path)
-        mark_interrupted(env, run_dir, interrupted)
-        raise interrupted from error
+        mark_interrupted(env, run_dir, Interrupted(signal.SIGINT))
+        raise Interrupted(signal.SIGINT, run_dir.path) from error
     except Interrupted as error:
         mark_interrupted(env, run_dir, error)
         raise Interrupted(error.signal_number, run_dir.path) from error

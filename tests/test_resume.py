@@ -169,7 +169,7 @@ def test_sigint_then_resume_completes_run(
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert "error: interrupted by signal 2" in stderr
+    assert f"error: interrupted by signal 2; the run so far is in {run}" in stderr
     assert run_containers(docker_client, run) == []
     manifest = read_manifest(run)
     assert manifest["status"] == "interrupted"
