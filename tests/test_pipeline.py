@@ -22,9 +22,9 @@ def open_running_copy(tmp_path: Path) -> RunDirectory:
 
 def test_ctrl_c_while_preparing_marks_run_interrupted(tmp_path: Path) -> None:
     run_dir = open_running_copy(tmp_path)
-    with pytest.raises(Interrupted) as caught:
-        with stop_on_failure(Environment(), run_dir):
-            raise KeyboardInterrupt
+    stop = stop_on_failure(Environment(), run_dir)
+    with pytest.raises(Interrupted) as caught, stop:
+        raise KeyboardInterrupt
     assert caught.value.exit_code == ExitCode.INTERRUPTED
     assert str(caught.value) == (
         f"interrupted by signal 2; the run so far is in {run_dir.path}"
@@ -36,9 +36,9 @@ def test_ctrl_c_while_preparing_marks_run_interrupted(tmp_path: Path) -> None:
 
 def test_signal_while_measuring_names_run_directory(tmp_path: Path) -> None:
     run_dir = open_running_copy(tmp_path)
-    with pytest.raises(Interrupted) as caught:
-        with stop_on_failure(Environment(), run_dir):
-            raise Interrupted(signal.SIGTERM)
+    stop = stop_on_failure(Environment(), run_dir)
+    with pytest.raises(Interrupted) as caught, stop:
+        raise Interrupted(signal.SIGTERM)
     assert caught.value.exit_code == 143
     assert str(caught.value).endswith(f"the run so far is in {run_dir.path}")
     manifest = json.loads(run_dir.manifest_path.read_text())
