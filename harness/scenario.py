@@ -37,6 +37,9 @@ TOP_LEVEL_KEYS = {
 }
 SIDECAR_KEYS = {"code", "port", "ready"}
 PHASE_KEYS = {"name", "code", "budget"}
+# The analysis adds a row of this name with the sum of all phases
+# (analysis.TOTAL_PHASE), so no phase may use it.
+RESERVED_PHASE_NAME = "total"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_PHASE_NAME = 40
 
@@ -117,14 +120,18 @@ class _Checker:
     def fail(self, key: str, problem: str) -> InvalidInput:
         return InvalidInput(f"invalid scenario {self.source}: {key}: {problem}")
 
-    def text(self, data: Mapping[str, Any], key: str, required: bool = False) -> str:
+    def text(
+        self, data: Mapping[str, Any], key: str, required: bool = False, at: str = ""
+    ) -> str:
+        """Return the string at ``key``; ``at`` prefixes the key in messages."""
         value = data.get(key)
         if value is None:
             if required:
-                raise self.fail(key, "missing (add a string value)")
+                raise self.fail(f"{at}{key}", "missing (add a string value)")
             return ""
         if not isinstance(value, str):
-            raise self.fail(key, f"must be a string, not {type(value).__name__}")
+            kind = type(value).__name__
+            raise self.fail(f"{at}{key}", f"must be a string, not {kind}")
         return value
 
     def no_unknown_keys(
@@ -154,7 +161,9 @@ def _parse_budgets(check: _Checker, raw: Any) -> dict[str, float]:
 def _parse_phases(
     check: _Checker, raw: Any, budgets: Mapping[str, float]
 ) -> tuple[Phase, ...]:
-    if not isinstance(raw, list) or not raw:
+    if raw is not None and not isinstance(raw, list):
+        raise check.fail("phases", "must be an array of [[phases]] tables")
+    if not raw:
         raise check.fail("phases", "missing (add at least one [[phases]] table)")
     phases = []
     for index, entry in enumerate(raw):
@@ -170,17 +179,22 @@ def _parse_phase(
     check: _Checker, entry: Any, at: str, budgets: Mapping[str, float]
 ) -> Phase:
     check.no_unknown_keys(entry, PHASE_KEYS, f"{at}.")
-    name = check.text(entry, "name", required=True)
+    name = check.text(entry, "name", required=True, at=f"{at}.")
     if not name.strip() or len(name) > MAX_PHASE_NAME or not name.isprintable():
         raise check.fail(
             f"{at}.name", f"must be 1-{MAX_PHASE_NAME} printable characters"
         )
-    code = check.text(entry, "code", required=True)
+    if name.strip() == RESERVED_PHASE_NAME:
+        raise check.fail(
+            f"{at}.name",
+            f"{name!r} is reserved for the sum of all phases (rename the phase)",
+        )
+    code = check.text(entry, "code", required=True, at=f"{at}.")
     try:
         compile(code, f"<phase {name}>", "exec")
     except SyntaxError as error:
         raise check.fail(f"{at}.code", f"invalid Python: {error.msg}") from None
-    budget = check.text(entry, "budget", required=True)
+    budget = check.text(entry, "budget", required=True, at=f"{at}.")
     if budget not in budgets:
         known = ", ".join(budgets)
         raise check.fail(f"{at}.budget", f"{budget!r} is not a budget ({known})")

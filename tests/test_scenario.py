@@ -71,6 +71,15 @@ def test_valid_file_round_trips(tmp_path):
         (('FLAG = "1"', "FLAG = 1"), "env.FLAG: must be a string"),
         (('["requests>=2"]', '["requests>=>2"]'), "packages: invalid requirement"),
         (('name = "tiny"\n', ""), "name: missing (add a string value)"),
+        (
+            ('name = "import json"', 'name = "total"'),
+            "phases[0].name: 'total' is reserved for the sum of all phases "
+            "(rename the phase)",
+        ),
+        (
+            ('budget = "init"\n', ""),
+            "phases[0].budget: missing (add a string value)",
+        ),
     ],
 )
 def test_invalid_file_names_file_key_and_problem(tmp_path, edit, message):
@@ -80,6 +89,15 @@ def test_invalid_file_names_file_key_and_problem(tmp_path, edit, message):
         load_scenario(path)
     assert str(caught.value).startswith(f"invalid scenario {path}: ")
     assert message in str(caught.value)
+
+
+def test_phases_as_string_rejected(tmp_path):
+    path = write(tmp_path, 'name = "tiny"\nphases = "import json"\n')
+    with pytest.raises(InvalidInput) as caught:
+        load_scenario(path)
+    assert str(caught.value) == (
+        f"invalid scenario {path}: phases: must be an array of [[phases]] tables"
+    )
 
 
 def test_duplicate_phase_names_rejected(tmp_path):
