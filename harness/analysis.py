@@ -707,8 +707,10 @@ def warn_failures(
                 code="failed-iterations",
                 message=(
                     f"{build}: {failed} of {totals[build]} iterations failed "
-                    f"({kinds}); first error: {first_error}. Its statistics use "
-                    "only the complete iterations; raw.jsonl has every error."
+                    f"({kinds}); first error: {first_error}. Its statistics "
+                    "include each phase that finished, also in a failed "
+                    "iteration, and its totals only complete iterations; "
+                    "raw.jsonl has every error."
                 ),
             )
         )

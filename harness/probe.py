@@ -13,7 +13,12 @@ from typing import Any
 
 from harness import probe_main
 from harness.models import Scenario
-from harness.probe_main import PHASE_MARKER, QUOTA_OPTION, RECORD_MARKER
+from harness.probe_main import (
+    PHASE_DONE_MARKER,
+    PHASE_MARKER,
+    QUOTA_OPTION,
+    RECORD_MARKER,
+)
 
 PROBE_VERSION = 1
 EXCERPT_CHARS = 300
@@ -84,6 +89,57 @@ def find_last_phase(stderr: bytes) -> str | None:
     text = stderr.decode("utf-8", errors="replace")
     line = find_marked_line("\n" + text, PHASE_MARKER)
     return line.strip() or None if line is not None else None
+
+
+def find_finished_phases(stderr: bytes) -> list[dict[str, Any]]:
+    """Return the phases the probe reported as finished on stderr, in order.
+
+    Each is a dict in the form of a record's phase; a line that cannot be
+    parsed (cut off by a kill) ends the list.
+    """
+    text = "\n" + stderr.decode("utf-8", errors="replace")
+    phases = []
+    for chunk in text.split("\n" + PHASE_DONE_MARKER)[1:]:
+        line, newline, _ = chunk.partition("\n")
+        phase = parse_finished_phase(line) if newline else None
+        if phase is None:
+            break
+        phases.append(phase)
+    return phases
+
+
+def parse_finished_phase(line: str) -> dict[str, Any] | None:
+    """Parse one ``PHASE_DONE_MARKER`` line; None if it is malformed."""
+    fields_text, found, name = line.partition(" name=")
+    if not found:
+        return None
+    fields = dict(field.partition("=")[::2] for field in fields_text.split(" "))
+    try:
+        phase: dict[str, Any] = {
+            "name": name,
+            "wall_s": float(fields["wall_s"]),
+            "cpu_s": float(fields["cpu_s"]),
+            "modules": [m for m in fields.get("modules", "").split(",") if m],
+        }
+        cgroup = {
+            key.removeprefix("cgroup."): parse_number(value)
+            for key, value in fields.items()
+            if key.startswith("cgroup.")
+        }
+    except (KeyError, ValueError):
+        return None
+    if cgroup:
+        phase["cgroup"] = cgroup
+    return phase
+
+
+def parse_number(text: str) -> int | float | None:
+    if text == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def find_marked_line(text: str, marker: str) -> str | None:

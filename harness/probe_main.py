@@ -13,7 +13,10 @@ That is why the configuration comes as plain arguments and not as JSON.
 Output is one line on stdout, ``RECORD_MARKER`` followed by the JSON record,
 written last so that anything the code under test prints comes before it. Before
 each phase starts, a ``PHASE_MARKER`` line naming it goes to stderr, so the host
-can tell which phase was running when a container had to be killed.
+can tell which phase was running when a container had to be killed. After each
+phase ends, a ``PHASE_DONE_MARKER`` line on stderr carries its timings (see
+report_finished_phase), so the host keeps the finished phases of a container
+that is killed later.
 
 With ``--quota-switch=INDEX:QUOTA`` before SETUP, the probe writes a
 ``QUOTA_MARKER`` line to stderr before phase INDEX (counted from 0) and waits,
@@ -27,6 +30,7 @@ import time
 
 RECORD_MARKER = "\x1ecoldstart-probe-v1 "
 PHASE_MARKER = "\x1ecoldstart-phase "
+PHASE_DONE_MARKER = "\x1ecoldstart-phase-done "
 QUOTA_MARKER = "\x1ecoldstart-quota "
 # Optional first argument: change the CPU quota before a phase.
 QUOTA_OPTION = "--quota-switch="
@@ -225,6 +229,34 @@ def announce_phase(name):
     sys.stderr.flush()
 
 
+def format_number(value):
+    return "none" if value is None else repr(value)
+
+
+def report_finished_phase(result):
+    """Write a finished phase's timings to stderr as one marked line.
+
+    The line is ``wall_s=W cpu_s=C [cgroup.KEY=V ...] modules=A,B name=NAME``
+    with floats as repr() (exact round trip) and None as ``none``. The name
+    comes last because it may contain spaces. Formatted by hand because json
+    would import re, which would then be missing from later phases' modules.
+    """
+    fields = ["wall_s=" + repr(result["wall_s"]), "cpu_s=" + repr(result["cpu_s"])]
+    cgroup = result["cgroup"]
+    if cgroup is not None:
+        for key in sorted(cgroup):
+            fields.append("cgroup." + key + "=" + format_number(cgroup[key]))
+    fields.append("modules=" + ",".join(result["modules"]))
+    fields.append("name=" + " ".join(result["name"].splitlines()))
+    try:
+        sys.stderr.write("\n" + PHASE_DONE_MARKER + " ".join(fields) + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        # The code under test closed or replaced stderr: the record on stdout
+        # still carries the phase.
+        pass
+
+
 def run_phase(phase, namespace, version):
     """Execute one phase and return its timings; exceptions propagate."""
     code = compile(phase["code"], "<phase " + phase["name"] + ">", "exec")
@@ -305,6 +337,7 @@ def run_phases(setup, phase_configs, version, switch=None):
                 wait_for_quota(switch, version)
             current = phase["name"]
             phases.append(run_phase(phase, namespace, version))
+            report_finished_phase(phases[-1])
     except BaseException as error:
         message, frame = describe_exception(error)
         return phases, {"phase": current, "message": message, "frame": frame}

@@ -38,6 +38,7 @@ from harness.models import (
 from harness.probe import (
     ProbeOutputError,
     excerpt_tail,
+    find_finished_phases,
     find_last_phase,
     parse_probe_output,
     probe_command,
@@ -377,17 +378,28 @@ def interpret_run(
         "telemetry": {"exit_code": run.exit_code},
     }
     phase = find_last_phase(run.stderr)
+    # Without the probe's record, the phases it reported on stderr as they
+    # finished are the only timings of a killed container.
+    finished = tuple(
+        PhaseResult.from_dict(data) for data in find_finished_phases(run.stderr)
+    )
     if run.timed_out:
         error = describe_timeout(phase, limits.timeout_s)
-        return IterationRecord(**fields, failure=FailureKind.TIMEOUT, error=error)
+        return IterationRecord(
+            **fields, phases=finished, failure=FailureKind.TIMEOUT, error=error
+        )
     if run.oom_killed:
         error = describe_out_of_memory(phase, limits.memory_bytes)
-        return IterationRecord(**fields, failure=FailureKind.OUT_OF_MEMORY, error=error)
+        return IterationRecord(
+            **fields, phases=finished, failure=FailureKind.OUT_OF_MEMORY, error=error
+        )
     try:
         probe = parse_probe_output(run.stdout)
     except ProbeOutputError as problem:
         error = describe_probe_output_error(problem, run)
-        return IterationRecord(**fields, failure=FailureKind.PROBE_OUTPUT, error=error)
+        return IterationRecord(
+            **fields, phases=finished, failure=FailureKind.PROBE_OUTPUT, error=error
+        )
     return record_from_probe(probe, fields)
 
 

@@ -15,6 +15,7 @@ from harness import probe_main
 from harness.models import Phase, Scenario
 from harness.probe import (
     ProbeOutputError,
+    find_finished_phases,
     find_last_phase,
     parse_probe_output,
     probe_command,
@@ -207,6 +208,48 @@ def test_phase_announced_on_stderr() -> None:
     )
     assert find_last_phase(completed.stderr) == "two"
     assert find_last_phase(b"some SDK warning\n") is None
+
+
+def test_finished_phases_reported_on_stderr() -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            probe_source(),
+            "",
+            "one",
+            "import json",
+            "two  x",
+            "pass",
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    record = parse_probe_output(completed.stdout)
+    assert find_finished_phases(completed.stderr) == record["phases"]
+    assert [phase["name"] for phase in record["phases"]] == ["one", "two  x"]
+    assert "json" in record["phases"][0]["modules"]
+
+
+def test_finished_phases_stop_at_cut_line() -> None:
+    marker = b"\n\x1ecoldstart-phase-done "
+    stderr = (
+        marker + b"wall_s=0.5 cpu_s=0.25 cgroup.nr_periods=3 "
+        b"cgroup.usage_s=none modules=a,b name=first phase\n"
+        + b"SDK warning\n"
+        + marker
+        + b"wall_s=0.1 cpu_s=0.1 modules= name=second"
+    )
+    assert find_finished_phases(stderr) == [
+        {
+            "name": "first phase",
+            "wall_s": 0.5,
+            "cpu_s": 0.25,
+            "modules": ["a", "b"],
+            "cgroup": {"nr_periods": 3, "usage_s": None},
+        }
+    ]
 
 
 def test_wrong_argument_count_exits_with_usage() -> None:

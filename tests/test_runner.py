@@ -561,16 +561,25 @@ def test_sleeping_phase_times_out(
     assert record.error == "phase 'hang' timed out after 3 s"
     assert 3 <= record.container_s < 10
     assert record.telemetry["exit_code"] == 137
+    assert [phase.name for phase in record.phases] == ["quick"]
+    assert 0 < record.phases[0].wall_s < 1
 
 
 @pytest.mark.docker
 def test_allocation_past_limit_is_out_of_memory(
     client: docker.DockerClient, sdk_build: PreparedBuild, run_id: str
 ) -> None:
-    scenario = make_scenario(("allocate", "data = b'x' * (200 * 2**20)"))
+    scenario = make_scenario(
+        ("import burner", "import burner"),
+        ("allocate", "data = b'x' * (200 * 2**20)"),
+    )
     limits = Limits(cpus=1.0, memory_bytes=64 * MiB)
     record = run_once(client, sdk_build, scenario, limits, run_id)
     assert record.failure is FailureKind.OUT_OF_MEMORY
+    (finished,) = record.phases
+    assert finished.name == "import burner"
+    assert 0.05 <= finished.cpu_s < 0.08
+    assert finished.modules == ("burner",)
     assert record.error == (
         "phase 'allocate' ran out of memory: killed for exceeding the 64 MiB "
         "memory limit"
