@@ -143,6 +143,13 @@ class BudgetCheck:
     worst_s: float | None
     passed: bool
 
+    @property
+    def result(self) -> str:
+        """ "passed", "failed", or "not measured" when no iteration counted."""
+        if self.n == 0:
+            return "not measured"
+        return "passed" if self.passed else "failed"
+
 
 @dataclass(frozen=True)
 class FailureCount:
@@ -187,6 +194,30 @@ class Summary:
     nodes: tuple[NodeSummary, ...] = ()
     memory_peaks: tuple[MemoryPeak, ...] = ()
     warmups: int = 0
+
+    @property
+    def budget_verdict(self) -> str:
+        """ "passed", "failed", or "no data" when no budget check was measured.
+
+        Checks of a build with no counted iteration (it failed to build, or
+        every iteration failed) neither pass nor fail; the failure warnings
+        cover them.
+        """
+        if not any(check.n > 0 for check in self.budget_checks):
+            return "no data"
+        return "passed" if self.passed else "failed"
+
+    def describe_budgets(self) -> str:
+        """Return the budget verdict for the report's first line."""
+        verdict = self.budget_verdict
+        if verdict == "no data":
+            return "No data: no iteration completed a budget's phases"
+        if verdict == "failed":
+            return "Budgets FAILED"
+        missing = sum(1 for check in self.budget_checks if check.n == 0)
+        return (
+            f"Budgets passed ({missing} not measured)" if missing else "Budgets passed"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Convert to JSON-ready data, with None for NaN and infinite values."""
@@ -575,6 +606,12 @@ def check_budgets(
     return tuple(checks)
 
 
+def budgets_passed(checks: Sequence[BudgetCheck]) -> bool:
+    """Return whether every measured check passed, with at least one measured."""
+    measured = [check for check in checks if check.n > 0]
+    return bool(measured) and all(check.passed for check in measured)
+
+
 def budget_sums(frame: pd.DataFrame, build: str, phases: Sequence[str]) -> list[float]:
     """Return per iteration the wall-time sum of ``phases``, if all completed."""
     rows = frame[(frame["build"] == build) & (frame["phase"].isin(phases))]
@@ -717,6 +754,14 @@ def warn_failures(
     return warnings
 
 
+def describe_spec(failed: Mapping[str, Any]) -> str:
+    """Return a failed build's spec as the user wrote it."""
+    spec = failed.get("spec")
+    if isinstance(spec, Mapping):
+        return str(spec.get("raw"))
+    return str(spec)
+
+
 def warn_manifest(manifest: Mapping[str, Any]) -> list[ReportWarning]:
     """Warn about a stand-in base image, failed builds and an unfinished run."""
     warnings = []
@@ -739,14 +784,16 @@ def warn_manifest(manifest: Mapping[str, Any]) -> list[ReportWarning]:
             ReportWarning(
                 code="failed-build",
                 message=(
-                    f"Build {failed.get('label')} ({failed.get('spec')}) was not "
+                    f"Build {failed.get('label')} ({describe_spec(failed)}) was not "
                     f"measured: {failed.get('error')}. Fix the spec or the build "
                     "and run again."
                 ),
             )
         )
     status = manifest.get("status", "complete")
-    if status != "complete":
+    # A failed run is one whose every build failed: the failed-build warnings
+    # say why.
+    if status not in ("complete", "failed"):
         warnings.append(
             ReportWarning(
                 code="incomplete-run",
@@ -856,7 +903,7 @@ def summarise(
         budget_checks=budget_checks,
         failures=failures,
         warnings=tuple(warnings),
-        passed=bool(budget_checks) and all(c.passed for c in budget_checks),
+        passed=budgets_passed(budget_checks),
         paired=paired,
         nodes=summarise_nodes(frame, parsed, builds, phases),
         memory_peaks=summarise_memory(parsed, builds),

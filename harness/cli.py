@@ -23,7 +23,6 @@ from harness import __version__
 from harness.environment import Environment
 from harness.errors import (
     EXIT_CODE_HELP,
-    BuildFailed,
     ColdstartError,
     EngineUnavailable,
     ExitCode,
@@ -569,8 +568,11 @@ def raise_for_outcome(outcome: RunOutcome) -> None:
     if len(failed_builds) == 1:
         raise failed_builds[0]
     if failed_builds:
-        labels = ", ".join(repr(error.label) for error in failed_builds)
-        raise BuildFailed(labels, "see the error lines above")
+        labels = [repr(error.label) for error in failed_builds]
+        causes = "; ".join(f"{error.label!r}: {error.cause}" for error in failed_builds)
+        raise InvalidInput(
+            f"builds {', '.join(labels[:-1])} and {labels[-1]} failed: {causes}"
+        )
     # Warm-up containers are not iterations, so their failures are not counted.
     records = [r for r in outcome.records if not r.warmup]
     failed = [r for r in records if r.failure and r.failure != FailureKind.BUILD]
@@ -581,7 +583,7 @@ def raise_for_outcome(outcome: RunOutcome) -> None:
             f"details in {outcome.run_dir.raw_path}"
         )
     summary = outcome.summary
-    over = [check for check in summary.budget_checks if not check.passed]
+    over = [check for check in summary.budget_checks if check.result == "failed"]
     if over:
         first = over[0]
         raise GateFailed(

@@ -104,7 +104,10 @@ def run_experiment(env: Environment, request: RunRequest) -> RunOutcome:
                 request.limits,
                 request.breakdown,
             )
-    summary = finish_run(env, run_dir, status="complete")
+    # "complete" even when some builds failed (the manifest lists them under
+    # failed_builds); "failed" when no build could be measured.
+    status = "complete" if prepared else "failed"
+    summary = finish_run(env, run_dir, status=status)
     return RunOutcome(run_dir, summary, failures, records)
 
 
@@ -249,7 +252,11 @@ def prepare_one(
             env, spec, scenario, base, build_in_container=build_in_container
         )
     except BuildFailed as error:
-        logger.error("%s", error)
+        # The cause goes into the final error: line, so it is not repeated here.
+        logger.warning(
+            "build %r failed; the final error line and the report give the cause",
+            spec.label,
+        )
         return error
 
 

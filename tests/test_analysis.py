@@ -418,3 +418,34 @@ def test_summary_memory_peak_per_build() -> None:
     # Base records sit at even positions 0, 2, ..., 8 of the list.
     assert peak.median_bytes == 5 * 2**20
     assert peak.max_bytes == 9 * 2**20
+
+
+def test_failed_build_budgets_not_measured() -> None:
+    records = [r for r in make_records() if r["build"] == "base"]
+    build_failure = {"status": "failed", "failure": "build", "error": "no such version"}
+    records.append(record("cand", 0, [], **build_failure))
+    spec = {"label": "cand", "kind": "requirement", "raw": "sdk==9", "ref": None}
+    manifest = make_manifest(
+        builds=[{"label": "base"}],
+        failed_builds=[{"label": "cand", "spec": spec, "error": "no such version"}],
+        scenario={**make_manifest()["scenario"], "budgets": {"init": 5, "invoke": 5}},
+    )
+    summary = summarise(manifest, records)
+    unmeasured = [c for c in summary.budget_checks if c.build == "cand"]
+    assert [c.result for c in unmeasured] == ["not measured", "not measured"]
+    assert summary.passed is True
+    assert summary.budget_verdict == "passed"
+    assert summary.describe_budgets() == "Budgets passed (2 not measured)"
+    failed_build = find(summary.warnings, code="failed-build")
+    assert failed_build.message.startswith(
+        "Build cand (sdk==9) was not measured: no such version."
+    )
+
+
+def test_summary_without_records_has_no_data() -> None:
+    summary = summarise(make_manifest(), [])
+    assert summary.passed is False
+    assert summary.budget_verdict == "no data"
+    assert summary.describe_budgets() == (
+        "No data: no iteration completed a budget's phases"
+    )

@@ -192,7 +192,7 @@ def test_run_with_unknown_profile_exits_2():
         "run", "--baseline", "stripe==1", "--candidate", "stripe==2", "--profile", "x"
     )
     assert result.returncode == 2
-    assert "Invalid value for '--profile': 'x' is not one of" in result.stderr
+    assert "error: invalid value for '--profile': 'x' is not one of" in result.stderr
 
 
 def test_run_init_cpus_needs_init_phases_first(tmp_path):
@@ -236,7 +236,7 @@ def test_report_metric_option_changes_verdicts():
 def test_report_rejects_min_effect_of_one():
     result = coldstart("report", "tests/fixtures/stripe-lambda", "--min-effect", "1")
     assert result.returncode == 2
-    assert "Invalid value for '--min-effect'" in result.stderr
+    assert "error: invalid value for '--min-effect'" in result.stderr
 
 
 def test_sweep_without_axis_exits_2():
@@ -259,3 +259,21 @@ def test_run_help_documents_breakdown():
     assert result.returncode == 0
     assert "--breakdown" in result.stdout
     assert "python3 -X importtime" in result.stdout
+
+
+def test_several_failed_builds_named_in_one_error(tmp_path):
+    from harness.cli import raise_for_outcome
+    from harness.errors import BuildFailed
+    from harness.pipeline import RunOutcome
+
+    failures = [
+        BuildFailed("baseline", "no such version"),
+        BuildFailed("candidate", "setup.py raised"),
+    ]
+    outcome = RunOutcome(run_dir=None, summary=None, failed_builds=failures)
+    with pytest.raises(InvalidInput) as caught:
+        raise_for_outcome(outcome)
+    assert str(caught.value) == (
+        "builds 'baseline' and 'candidate' failed: 'baseline': no such version; "
+        "'candidate': setup.py raised"
+    )

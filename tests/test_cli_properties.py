@@ -51,7 +51,7 @@ def assert_clean_result(code: int | None, stderr: str) -> None:
     assert code == 2
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1
-    assert lines[0].startswith(("error: ", "Error: "))
+    assert lines[0].startswith("error: ")
 
 
 def toml_value(value: Any) -> str:

@@ -300,6 +300,18 @@ def test_uninstallable_build_exits_2_and_keeps_other(
     assert [(r["build"], r["failure"]) for r in failed] == [("candidate", "build")]
     assert len(phase_values(stored.raw, "baseline", "import slowsdk", "wall_s")) == 2
     assert stored.manifest["failed_builds"][0]["label"] == "candidate"
+    assert stored.manifest["status"] == "complete"
+    # The cause appears once, in the final error line.
+    assert result.stderr.count("No matching distribution") == 1
+    assert "Budgets passed (2 not measured)." in stored.report
+    assert "| candidate | init | 10.000 s | import slowsdk | 0 | 0 | n/a | not " in (
+        stored.report
+    )
+    assert (
+        "Build candidate (coldstart-no-such-package-zzz==1.0) was not measured"
+        in stored.report
+    )
+    assert "not built" not in stored.report
 
 
 def test_import_that_raises_exits_4_and_keeps_other(

@@ -103,7 +103,7 @@ def render_table(
 
 def render_verdict_line(summary: Summary) -> str:
     """Return the one-line summary: budgets, then each candidate's verdicts."""
-    budgets = "Budgets passed" if summary.passed else "Budgets FAILED"
+    budgets = summary.describe_budgets()
     parts = []
     for candidate in summary.builds:
         verdicts = [
@@ -232,7 +232,7 @@ def render_budgets(summary: Summary) -> list[str]:
             str(check.n),
             str(check.over),
             format_seconds(check.worst_s),
-            "passed" if check.passed else "**FAILED**",
+            "**FAILED**" if check.result == "failed" else check.result,
         ]
         for check in summary.budget_checks
     ]
@@ -307,7 +307,12 @@ def render_failures(report: ReportData) -> list[str]:
         ]
         for failure in report.summary.failures
     ]
+    # raw.jsonl has a record of kind "build" for each failed build, except in
+    # runs written before those records existed.
+    recorded = {f.build for f in report.summary.failures if f.kind == "build"}
     for failed in report.manifest.get("failed_builds", []):
+        if failed.get("label") in recorded:
+            continue
         rows.append(
             [
                 escape_markdown(failed.get("label")),

@@ -37,6 +37,12 @@ from harness.export import (
 # Fixed so that rendered text does not depend on the terminal it ran in.
 RENDER_WIDTH = 150
 VERDICT_STYLES = {"faster": "green", "slower": "red", "inconclusive": "yellow"}
+BUDGET_STYLES = {
+    "passed": "green",
+    "failed": "red",
+    "not measured": "yellow",
+    "no data": "yellow",
+}
 
 
 def make_table(title: str, columns: list[str], numeric_from: int) -> Table:
@@ -49,10 +55,8 @@ def make_table(title: str, columns: list[str], numeric_from: int) -> Table:
 
 def render_verdict_line(summary: Summary) -> Text:
     line = Text()
-    if summary.passed:
-        line.append("Budgets passed.", style="bold green")
-    else:
-        line.append("Budgets FAILED.", style="bold red")
+    style = BUDGET_STYLES[summary.budget_verdict]
+    line.append(f"{summary.describe_budgets()}.", style=f"bold {style}")
     for comparison in summary.comparisons:
         verdict = comparison.result.verdict.value
         line.append(f" {comparison.candidate} {comparison.phase}: ")
@@ -130,9 +134,10 @@ def render_budgets(summary: Summary) -> Table:
             str(check.n),
             str(check.over),
             format_seconds(check.worst_s),
-            Text("passed", style="green")
-            if check.passed
-            else Text("FAILED", style="bold red"),
+            Text(
+                "FAILED" if check.result == "failed" else check.result,
+                style=BUDGET_STYLES[check.result],
+            ),
         )
     return table
 
