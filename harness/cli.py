@@ -7,6 +7,7 @@ line on stderr and its exit code; ``--traceback`` shows the full trace.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import secrets
 import sys
@@ -51,6 +52,18 @@ FORMATS = ["table", "markdown", "json"]
 EXIT_CODE_EPILOG = "\b\n" + EXIT_CODE_HELP
 
 _show_traceback = False
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that rejects nan and inf, which pass its bound checks."""
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def parse_memory(text: str | None) -> int | None:
@@ -122,7 +135,7 @@ def gate_options(command: F) -> F:
     """Add ``--max-regression`` and ``--max-regression-default`` to a command."""
     command = click.option(
         "--max-regression-default",
-        type=click.FloatRange(min=0),
+        type=FiniteFloatRange(min=0),
         metavar="PERCENT",
         help="Maximum regression in percent for every phase and the total "
         "without a threshold of its own (same as '*=PERCENT').",
@@ -155,13 +168,13 @@ def analysis_options(command: F) -> F:
     """
     command = click.option(
         "--min-effect",
-        type=click.FloatRange(min=0, max=1, max_open=True),
+        type=FiniteFloatRange(min=0, max=1, max_open=True),
         help="Smallest change of the median, as a fraction (0.05 = 5%), that "
         "counts as faster or slower.  [default: 0.05]",
     )(command)
     command = click.option(
         "--alpha",
-        type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+        type=FiniteFloatRange(min=0, max=1, min_open=True, max_open=True),
         help="Significance level of the Mann-Whitney U test.  [default: 0.05]",
     )(command)
     return click.option(
@@ -175,7 +188,7 @@ def shaping_options(command: F) -> F:
     """Add the CPU and memory shaping options of ``run``."""
     command = click.option(
         "--init-cpus",
-        type=click.FloatRange(min=0.01, max=64),
+        type=FiniteFloatRange(min=0.01, max=64),
         help="CPU share in cores for the phases counted against the init "
         "budget; the quota changes to --cpus before the first other phase. "
         "Default: --cpus for every phase.",
@@ -240,7 +253,7 @@ def shaping_options(command: F) -> F:
 )
 @click.option(
     "--cpus",
-    type=click.FloatRange(min=0.01, max=64),
+    type=FiniteFloatRange(min=0.01, max=64),
     help="CPU share of each container in cores (0.1 = a CFS quota of 10 ms "
     "per 100 ms period, like a 128 MB Lambda function).  [default: 0.1, or "
     "the --profile's share]",
@@ -260,7 +273,7 @@ def shaping_options(command: F) -> F:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=1),
+    type=FiniteFloatRange(min=1),
     default=120.0,
     show_default=True,
     help="Seconds one container may run before it is killed and the "
@@ -653,7 +666,7 @@ def raise_for_outcome(outcome: RunOutcome) -> None:
     "iteration; needs root on the host).",
 )
 @click.option(
-    "--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True
+    "--timeout", type=FiniteFloatRange(min=1), default=120.0, show_default=True
 )
 @click.option("--seed", type=int, help="Seed of the cell order. Default: random.")
 @click.option(

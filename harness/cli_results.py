@@ -16,6 +16,7 @@ import click
 from harness.cli import (
     EXIT_CODE_EPILOG,
     FORMATS,
+    FiniteFloatRange,
     configure_logging,
     gate_options,
     github_option,
@@ -237,7 +238,7 @@ def compare(
 )
 @click.option(
     "--step-threshold",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=10.0,
     show_default=True,
     metavar="PERCENT",

@@ -277,3 +277,23 @@ def test_several_failed_builds_named_in_one_error(tmp_path):
         "builds 'baseline' and 'candidate' failed: 'baseline': no such version; "
         "'candidate': setup.py raised"
     )
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--cpus", "nan"),
+        ("--init-cpus", "nan"),
+        ("--alpha", "nan"),
+        ("--min-effect", "nan"),
+        ("--timeout", "inf"),
+        ("--max-regression-default", "nan"),
+    ],
+)
+def test_run_rejects_non_finite_number(option, value):
+    result = coldstart("run", "--baseline", "x", "--candidate", "y", option, value)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: invalid value for '{option}': '{value}' is not a finite number "
+        "(see coldstart run --help)"
+    ]
