@@ -472,10 +472,12 @@ def run(
     logger.info("wrote %s", outcome.run_dir.path)
     results = None
     if gate:
-        # NOTE: the gates re-summarise with the default metric (wall time).
-        results = check_gates(outcome.run_dir, thresholds, max_regression_default)
+        # metric None takes the run's --metric from its manifest.
+        results = check_gates(
+            outcome.run_dir, thresholds, max_regression_default, metric
+        )
     if github:
-        publish_to_github(outcome.run_dir, results)
+        publish_to_github(outcome.run_dir, results, metric)
     raise_for_outcome(outcome)
     raise_for_gates(results)
 

@@ -38,9 +38,11 @@ def check_gates(
     run_dir: RunDirectory,
     thresholds: list[tuple[str, float]],
     default: float | None,
-    metric: Metric = "wall",
+    metric: Metric | None = None,
 ) -> tuple[GateResult, ...]:
     """Evaluate a run's gates, print one line per gate and rewrite report.md.
+
+    ``metric`` None uses the metric the run was made with.
 
     A failed gate is printed on stderr whatever the log level, and a passed
     gate is logged at info level.
@@ -63,7 +65,7 @@ def check_gates(
 def publish_to_github(
     run_dir: RunDirectory,
     results: tuple[GateResult, ...] | None,
-    metric: Metric = "wall",
+    metric: Metric | None = None,
 ) -> None:
     """Write the run's report.md and figures to the GitHub Actions files.
 
@@ -111,9 +113,8 @@ def raise_for_gates(results: tuple[GateResult, ...] | None) -> None:
 @click.option(
     "--metric",
     type=click.Choice(["wall", "cpu"]),
-    default="wall",
-    show_default=True,
-    help="Time that verdicts and regression gates use.",
+    default=None,
+    help="Time that verdicts and regression gates use. Default: the run's --metric.",
 )
 @gate_options
 @github_option
@@ -122,7 +123,7 @@ def raise_for_gates(results: tuple[GateResult, ...] | None) -> None:
 def gate(
     env: Environment,
     run_dir: Path,
-    metric: Metric,
+    metric: Metric | None,
     max_regression: tuple[str, ...],
     max_regression_default: float | None,
     github: bool,

@@ -170,6 +170,22 @@ def test_gate_command_fails_with_one_line(tmp_path, coldstart):
     assert "### Gates" in (run_dir / "report.md").read_text()
 
 
+def test_gate_command_uses_run_metric(tmp_path, coldstart):
+    def use_cpu(manifest):
+        manifest["analysis"] = {"metric": "cpu", "alpha": 0.05, "min_effect": 0.05}
+
+    wall_dir = copy_run(tmp_path / "wall")
+    cpu_dir = copy_run(tmp_path / "cpu", edit=use_cpu)
+    arguments = ("--max-regression", "import stripe=10")
+    wall = coldstart("gate", str(wall_dir), *arguments)
+    cpu = coldstart("gate", str(cpu_dir), *arguments)
+    explicit = coldstart("gate", str(wall_dir), "--metric", "cpu", *arguments)
+    assert IMPORT_FAILED in wall.stderr.splitlines()
+    cpu_line = next(line for line in cpu.stderr.splitlines() if "gate failed" in line)
+    assert cpu_line != IMPORT_FAILED
+    assert cpu_line in explicit.stderr.splitlines()
+
+
 def test_gate_command_passes_within_threshold(tmp_path, coldstart):
     run_dir = copy_run(tmp_path / "run")
     result = coldstart("gate", str(run_dir), "--max-regression-default", "100")
