@@ -12,6 +12,7 @@ most the line being written, and readers skip such a truncated last line.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -40,11 +41,32 @@ class ResultsUnwritable(ColdstartError):
 
     def __init__(self, path: Path, error: OSError) -> None:
         cause = error.strerror or str(error)
-        super().__init__(
-            f"cannot write results to {path}: {cause} "
-            "(free space or pass a writable directory with --results)"
-        )
+        if error.errno in SPACE_ERRORS:
+            fix = "free space or pass a writable directory with --results"
+        else:
+            fix = "pass a writable directory with --results"
+        super().__init__(f"cannot write results to {path}: {cause} ({fix})")
         self.path = path
+
+
+# Write errors that more space fixes: a full disk, a quota, a file size limit.
+SPACE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def read_file_mode() -> int:
+    """Return the mode that open() gives a new file under this process's umask.
+
+    os.umask can only be read by setting it, so this runs once at import,
+    before any thread could create a file in between.
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+# mkstemp creates files with mode 0600; the run's files get the usual mode so
+# that a CI uploader running as another user can read them, as raw.jsonl.
+FILE_MODE = read_file_mode()
 
 
 # Characters kept in names derived from labels, git refs or run ids.
@@ -193,6 +215,7 @@ def write_atomically(target: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``target``, then rename it."""
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
+        os.fchmod(handle, FILE_MODE)
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
@@ -222,18 +245,38 @@ def drop_partial_line(path: Path) -> None:
 def parse_record_line(
     path: Path, number: int, line: str, is_last: bool
 ) -> IterationRecord | None:
-    """Parse one raw.jsonl line; a bad last line is a crash, others are errors."""
+    """Parse one raw.jsonl line; return None, with a warning, for a bad line.
+
+    A bad last line is what a crash mid-write leaves. A record of a newer
+    format raises InvalidInput, because skipping it would hide data.
+    """
+    problem = find_record_problem(line)
+    if problem is None:
+        data = json.loads(line)
+        check_format(data["format"], path)
+        try:
+            return IterationRecord.from_dict(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            problem = f"invalid field ({type(error).__name__}: {error})"
+    if is_last:
+        logger.warning("ignoring truncated last line %d of %s", number, path)
+    else:
+        logger.warning("skipping line %d of %s: %s", number, path, problem)
+    return None
+
+
+def find_record_problem(line: str) -> str | None:
+    """Return why a raw.jsonl line is not a record object, or None."""
     try:
         data = json.loads(line)
-        check_format(data.get("format"), path)
-        return IterationRecord.from_dict(data)
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        if is_last:
-            logger.warning("ignoring truncated last line %d of %s", number, path)
-            return None
-        raise InvalidInput(
-            f"invalid record on line {number} of {path}: {error}"
-        ) from None
+    except ValueError as error:
+        return f"invalid JSON ({error})"
+    if not isinstance(data, dict):
+        return "expected a JSON object"
+    version = data.get("format")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return "missing or invalid 'format' field"
+    return None
 
 
 def load_json(path: Path) -> Any:

@@ -209,16 +209,38 @@ def test_append_after_crash_drops_partial_line(run_dir: RunDirectory) -> None:
     assert [record.iteration for record in reopened.read_records()] == [1, 2]
 
 
-def test_corrupt_middle_line_rejected(run_dir: RunDirectory) -> None:
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("not json", "invalid JSON (Expecting value: line 1 column 1 (char 0))"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"build": "base"}', "missing or invalid 'format' field"),
+        ('{"format": 1, "build": "base"}', "invalid field (KeyError: 'iteration')"),
+    ],
+)
+def test_bad_middle_line_skipped_with_warning(
+    run_dir: RunDirectory, caplog: pytest.LogCaptureFixture, line: str, problem: str
+) -> None:
     run_dir.append_record(make_record(1))
     with run_dir.raw_path.open("a") as raw:
-        raw.write("not json\n")
+        raw.write(line + "\n")
     run_dir.append_record(make_record(3))
-    with pytest.raises(InvalidInput) as caught:
-        run_dir.read_records()
-    assert str(caught.value).startswith(
-        f"invalid record on line 2 of {run_dir.raw_path}: "
-    )
+    with caplog.at_level(logging.WARNING, logger="harness.results"):
+        records = run_dir.read_records()
+    assert [record.iteration for record in records] == [1, 3]
+    assert caplog.messages == [f"skipping line 2 of {run_dir.raw_path}: {problem}"]
+
+
+def test_run_files_readable_by_others(run_dir: RunDirectory) -> None:
+    previous = os.umask(0o022)
+    try:
+        run_dir.write_text("report.md", "report\n")
+        run_dir.update_manifest(status="complete")
+        run_dir.append_record(make_record(1))
+    finally:
+        os.umask(previous)
+    for path in (run_dir.report_path, run_dir.manifest_path, run_dir.raw_path):
+        assert path.stat().st_mode & 0o777 == 0o644, path
 
 
 def test_newer_record_format_rejected(run_dir: RunDirectory) -> None:
@@ -279,13 +301,13 @@ def test_unwritable_directory_gives_exact_error(
         run_dir.append_record(make_record(1))
     assert str(caught.value) == (
         f"cannot write results to {run_dir.raw_path}: {cause} "
-        "(free space or pass a writable directory with --results)"
+        "(pass a writable directory with --results)"
     )
     with pytest.raises(ResultsUnwritable) as caught:
         run_dir.update_manifest(status="failed")
     assert str(caught.value) == (
         f"cannot write results to {run_dir.manifest_path}: {cause} "
-        "(free space or pass a writable directory with --results)"
+        "(pass a writable directory with --results)"
     )
     assert run_dir.read_manifest()["status"] == "running"
 
@@ -297,7 +319,7 @@ def test_create_in_unwritable_root(tmp_path: Path) -> None:
         RunDirectory.create(blocker, "run")
     assert str(caught.value) == (
         f"cannot write results to {blocker}: File exists "
-        "(free space or pass a writable directory with --results)"
+        "(pass a writable directory with --results)"
     )
 
 
