@@ -754,6 +754,17 @@ def warn_failures(
     return warnings
 
 
+def warn_no_records(records: Sequence[IterationRecord]) -> list[ReportWarning]:
+    if records:
+        return []
+    message = (
+        "The run has no iteration records (raw.jsonl is missing or empty), so "
+        "nothing was measured. Run it again, or `coldstart run --resume` it if "
+        "it was interrupted."
+    )
+    return [ReportWarning(code="no-data", message=message)]
+
+
 def describe_spec(failed: Mapping[str, Any]) -> str:
     """Return a failed build's spec as the user wrote it."""
     spec = failed.get("spec")
@@ -883,7 +894,8 @@ def summarise(
     )
     failures = count_failures(parsed)
     warnings = (
-        warn_manifest(manifest)
+        warn_no_records(parsed)
+        + warn_manifest(manifest)
         + warn_failures(failures, parsed)
         + warn_unstable(phase_summaries, metric)
         + warn_starved(frame, builds)

@@ -24,6 +24,7 @@ from harness import __version__
 from harness.environment import Environment
 from harness.errors import (
     EXIT_CODE_HELP,
+    REPORT_EXIT_CODE_HELP,
     ColdstartError,
     EngineUnavailable,
     ExitCode,
@@ -757,7 +758,7 @@ def parse_sweep_axes(options: dict[str, Any], axes_module: Any) -> list[Any]:
     return axes
 
 
-@cli.command(epilog=EXIT_CODE_EPILOG)
+@cli.command(epilog="\b\n" + REPORT_EXIT_CODE_HELP)
 @click.argument(
     "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path)
 )

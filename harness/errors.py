@@ -34,6 +34,14 @@ Exit codes:
   143  terminated (SIGTERM)"""
 
 
+REPORT_EXIT_CODE_HELP = """\
+Exit codes:
+  0    the report was written, whatever its budgets and verdicts
+       (`coldstart gate` exits 1 when a budget or gate fails)
+  2    invalid input: not a run directory, or an unreadable manifest
+  130  interrupted (SIGINT)"""
+
+
 class ColdstartError(Exception):
     """A failure the user can act on; the message names the value and the fix."""
 

@@ -1,6 +1,7 @@
 import copy
 import difflib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,8 @@ def test_escape_markdown_hostile_label() -> None:
     ("raw", "escaped"),
     [
         ("a\nb\r\nc\rd", "a<br>b<br>c<br>d"),
-        ("`code`", "&#96;code&#96;"),
+        ("`code`", "\\`code\\`"),
+        ("\\`", "&#92;\\`"),
         ("a & b", "a &amp; b"),
         (
             "**bold** _em_ ~~s~~",
@@ -161,8 +163,10 @@ def test_escape_markdown_cases(raw: str, escaped: str) -> None:
 
 def test_markdown_report_escapes_hostile_values() -> None:
     text = get_exporter("markdown").render(make_hostile_report())
-    for raw in ("<script>", "@org", "@admins", "[a]", "http://", "<b>", "`rm"):
+    for raw in ("<script>", "@org", "@admins", "[a]", "http://", "<b>"):
         assert raw not in text, raw
+    # Every backtick is escaped, so none can open a code span.
+    assert re.search(r"(?<!\\)`", text) is None
     assert "![img]" not in text
     assert "x&#124;y&lt;script&gt;&#64;org/team" in text
     assert "boom<br>&#124; injected &#124; row &#124;" in text
@@ -299,3 +303,17 @@ def test_markdown_marks_warmup_rows() -> None:
     ) in text
     assert "| 15.3.0 | 1 | 1 | warm-up, ok |" in text
     assert summary.warmups == 1
+
+
+def test_markdown_wording_for_default_labels(tmp_path: Path) -> None:
+    from stored_runs import copy_run
+
+    def one_iteration(manifest: dict) -> None:
+        manifest["plan"]["iterations"] = 1
+
+    run = copy_run(tmp_path / "run", relabel={"15.3.0": "baseline"}, edit=one_iteration)
+    manifest, records, summary = build_report(run)
+    text = render("markdown", manifest, records, summary)
+    assert "### Comparison with baseline (wall time, medians)" in text
+    assert "baseline baseline" not in text
+    assert " 1 iteration per build " in text

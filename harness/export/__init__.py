@@ -167,11 +167,17 @@ def describe_environment(manifest: Mapping[str, Any]) -> str:
     return (
         f"Base {describe_image(manifest)}, {describe_cpu(limits)}, "
         f"memory {format_memory(limits.get('memory_bytes'))}, "
-        f"{plan.get('iterations')} iterations per build in {plan.get('order')} "
+        f"{count_noun(plan.get('iterations'), 'iteration')} per build in "
+        f"{plan.get('order')} "
         f"order{describe_warmup(plan)}, host kernel {host.get('kernel')} on "
         f"{host.get('cpu_model')} ({host.get('cpus')} CPUs), "
         f"{tool.get('name')} {tool.get('version')}."
     )
+
+
+def count_noun(count: Any, noun: str) -> str:
+    """Return "1 iteration" or "5 iterations": the count with its noun."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def describe_warmup(plan: Mapping[str, Any]) -> str:
@@ -187,7 +193,8 @@ def describe_memory_peaks(summary: Summary) -> list[str]:
     """Return one sentence per build on its containers' peak memory."""
     return [
         f"Peak memory of {peak.build}: median {peak.median_bytes / 2**20:.1f} MiB, "
-        f"max {peak.max_bytes / 2**20:.1f} MiB over {peak.n} containers "
+        f"max {peak.max_bytes / 2**20:.1f} MiB over "
+        f"{count_noun(peak.n, 'container')} "
         "(cgroup counter, page cache included)."
         for peak in summary.memory_peaks
     ]

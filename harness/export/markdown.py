@@ -36,13 +36,15 @@ from harness.models import IterationRecord
 
 # Characters that Markdown or HTML would interpret, mapped to HTML character
 # references, which CommonMark decodes to the literal character outside code.
+# A backtick gets a backslash instead, which CommonMark also renders as the
+# literal character and which stays readable in the Markdown source.
 MARKDOWN_ESCAPES = str.maketrans(
     {
         "&": "&amp;",
         "<": "&lt;",
         ">": "&gt;",
         "|": "&#124;",
-        "`": "&#96;",
+        "`": "\\`",
         "@": "&#64;",
         "[": "&#91;",
         "]": "&#93;",
@@ -162,10 +164,13 @@ def render_comparisons(summary: Summary) -> list[str]:
                 format_verdict(result),
             ]
         )
-    title = (
-        f"### Comparison with baseline {escape_markdown(summary.baseline)} "
-        f"({summary.metric} time, medians)"
+    # A baseline labelled "baseline" would read "with baseline baseline".
+    name = (
+        ""
+        if summary.baseline == "baseline"
+        else f" {escape_markdown(summary.baseline)}"
     )
+    title = f"### Comparison with baseline{name} ({summary.metric} time, medians)"
     return [
         title,
         "",
