@@ -449,3 +449,6 @@ def test_summary_without_records_has_no_data() -> None:
     assert summary.describe_budgets() == (
         "No data: no iteration completed a budget's phases"
     )
+    assert find(summary.warnings, code="no-data").message.startswith(
+        "The run has no iteration records (raw.jsonl is missing or empty)"
+    )

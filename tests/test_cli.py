@@ -297,3 +297,12 @@ def test_run_rejects_non_finite_number(option, value):
         f"error: invalid value for '{option}': '{value}' is not a finite number "
         "(see coldstart run --help)"
     ]
+
+
+def test_report_help_lists_only_its_exit_codes():
+    result = coldstart("report", "--help")
+    assert result.returncode == 0
+    assert "0    the report was written, whatever its budgets" in result.stdout
+    assert "2    invalid input: not a run directory" in result.stdout
+    assert "budget or a regression gate failed" not in result.stdout
+    assert "iterations failed" not in result.stdout
