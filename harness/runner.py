@@ -20,7 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import requests
-from docker.errors import APIError, DockerException, ImageNotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from urllib3.exceptions import ReadTimeoutError
 
 from harness.clean import harness_labels
@@ -357,6 +357,8 @@ def is_read_timeout(error: requests.RequestException) -> bool:
 def remove_container(container: Container) -> None:
     try:
         container.remove(force=True)
+    except NotFound:
+        logger.debug("container %s was already removed", container.short_id)
     except (DockerException, requests.RequestException) as error:
         logger.warning("could not remove container %s: %s", container.short_id, error)
 
@@ -571,8 +573,10 @@ def remove_run_containers(client: docker.DockerClient, run_id: str) -> None:
     create() is in flight leaves one that it never saw.
     """
     try:
+        # sparse: a full list inspects each container, which fails with 404
+        # for one that run_container removed in between.
         leftovers = client.containers.list(
-            all=True, filters={"label": f"coldstart.run={run_id}"}
+            all=True, sparse=True, filters={"label": f"coldstart.run={run_id}"}
         )
     except (DockerException, requests.RequestException) as error:
         logger.warning("could not list containers of run %s: %s", run_id, error)

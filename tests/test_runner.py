@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import signal
 import threading
@@ -16,6 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import docker
@@ -902,3 +904,42 @@ def test_engine_error_retried_then_recorded(monkeypatch: pytest.MonkeyPatch) -> 
     )  # fmt: skip
     assert failed.failure is FailureKind.ENGINE
     assert "engine_retries" not in failed.telemetry
+
+
+class VanishingContainer:
+    """A container that another thread removed before this one could."""
+
+    short_id = "0123456789ab"
+
+    def __init__(self, gone: bool) -> None:
+        self.gone = gone
+        self.removed = False
+
+    def remove(self, force: bool = False) -> None:
+        if self.gone:
+            raise docker.errors.NotFound("No such container: 0123456789ab")
+        self.removed = True
+
+
+class RacingContainers:
+    """Lists like the engine when a container disappears during the list."""
+
+    def __init__(self, items: list[VanishingContainer]) -> None:
+        self.items = items
+
+    def list(self, all: bool, filters: dict, sparse: bool = False) -> list:
+        if not sparse:
+            # A full list inspects each container, and one is already gone.
+            raise docker.errors.NotFound("No such container: 0123456789ab")
+        return self.items
+
+
+def test_cleanup_ignores_container_already_gone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gone, present = VanishingContainer(gone=True), VanishingContainer(gone=False)
+    client = SimpleNamespace(containers=RacingContainers([gone, present]))
+    with caplog.at_level(logging.WARNING, logger="harness.runner"):
+        remove_run_containers(client, "run-1")
+    assert present.removed
+    assert caplog.messages == []
