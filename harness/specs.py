@@ -187,6 +187,8 @@ def describe_unknown_spec(text: str, base: Path) -> str:
         return f"{problem} (did you mean '{name}=={version.strip()}'?)"
     if "/" in text or text.startswith((".", "~")):
         path = resolve_path(text.rpartition("@")[0] or text, base)
+        if path.is_file():
+            return f"{problem} ({path} is a file, not a directory or .whl wheel)"
         return f"{problem} (directory {path} not found)"
     return problem
 

@@ -79,6 +79,18 @@ def test_missing_directory_named(tmp_path: Path) -> None:
     )
 
 
+def test_existing_file_named_as_file(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a build\n")
+    with pytest.raises(InvalidInput) as caught:
+        parse_spec("baseline", "./notes.txt", cwd=tmp_path)
+    assert str(caught.value) == (
+        "invalid build spec './notes.txt' for build 'baseline': not a "
+        f"requirement, wheel, directory or PATH@REF ({notes} is a file, not a "
+        "directory or .whl wheel)"
+    )
+
+
 def test_empty_spec(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_spec("baseline", "  ", cwd=tmp_path)
