@@ -68,7 +68,26 @@ def resolve_execution(
             )
         return replace(execution, jobs=execution.jobs or slots)
     cores = engine_cores(env.docker)
+    check_cpu_share(limits, cores)
     return replace(execution, jobs=resolve_jobs(execution.jobs, cores, limits.cpus))
+
+
+def check_cpu_share(limits: Limits, cores: float) -> None:
+    """Raise InvalidInput for a CPU quota larger than the engine's host.
+
+    Such a quota never throttles, so the run would not measure what it names.
+    """
+    shares = [("--cpus", limits.cpus), ("--init-cpus", limits.init_cpus)]
+    for option, cpus in shares:
+        if cpus is not None and cpus > cores + 1e-9:
+            source = (
+                f"{option} or --profile {limits.profile}" if limits.profile else option
+            )
+            raise InvalidInput(
+                f"invalid {source}: {cpus:g} cores exceed the {cores:g} cores of "
+                "the engine's host, so the quota would never throttle; use at "
+                f"most {cores:g} or run on a larger host"
+            )
 
 
 def run_measurements(

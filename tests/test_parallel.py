@@ -25,6 +25,7 @@ import pytest
 from images import TEST_LABELS, build_test_image, prepared_build
 from scipy import stats as scipy_stats
 
+from harness.backends import check_cpu_share
 from harness.display import SilentDisplay
 from harness.environment import Environment
 from harness.errors import EngineUnavailable, Interrupted, InvalidInput
@@ -412,3 +413,35 @@ def test_signal_removes_parallel_containers(
         all=True, filters={"label": f"coldstart.run={run_dir.run_id}"}
     )
     assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        (
+            Limits(cpus=64),
+            "invalid --cpus: 64 cores exceed the 2 cores of the engine's host, so "
+            "the quota would never throttle; use at most 2 or run on a larger host",
+        ),
+        (
+            Limits(cpus=0.1, init_cpus=3),
+            "invalid --init-cpus: 3 cores exceed the 2 cores of the engine's host, "
+            "so the quota would never throttle; use at most 2 or run on a larger "
+            "host",
+        ),
+        (
+            Limits(cpus=5.79, profile="lambda-10240"),
+            "invalid --cpus or --profile lambda-10240: 5.79 cores exceed the 2 "
+            "cores of the engine's host, so the quota would never throttle; use "
+            "at most 2 or run on a larger host",
+        ),
+    ],
+)
+def test_cpu_share_above_host_rejected(limits: Limits, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        check_cpu_share(limits, 2.0)
+    assert str(caught.value) == message
+
+
+def test_cpu_share_of_whole_host_accepted() -> None:
+    check_cpu_share(Limits(cpus=2.0, init_cpus=2.0), 2.0)
