@@ -128,7 +128,8 @@ def output_options(command: F) -> F:
         "-q",
         "--quiet",
         is_flag=True,
-        help="Print only the report and errors: no progress bar, no step log.",
+        help="Print only the command's output, warnings and errors: no "
+        "progress bar, no step log.",
     )(command)
 
 

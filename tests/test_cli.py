@@ -306,3 +306,10 @@ def test_report_help_lists_only_its_exit_codes():
     assert "2    invalid input: not a run directory" in result.stdout
     assert "budget or a regression gate failed" not in result.stdout
     assert "iterations failed" not in result.stdout
+
+
+def test_image_help_describes_quiet_without_report():
+    result = coldstart("image", "--help")
+    assert result.returncode == 0
+    assert "the report" not in result.stdout
+    assert "Print only the command's output, warnings and errors" in result.stdout
