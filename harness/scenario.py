@@ -2,8 +2,9 @@
 
 A scenario is a TOML file: ``name``, ``description``, ``packages`` (installed
 beside the SDK), ``setup`` (untimed code run before the first phase), ``[env]``
-(the only environment variables the container sees), ``[budgets]`` in seconds,
-an array of ``[[phases]]``, each with ``name``, ``code`` and ``budget``, and
+(variables set in the container beside HOME and the image's own), ``[budgets]``
+in seconds (default init 10, invoke 3), an array of ``[[phases]]``, each with
+``name``, ``code`` and ``budget`` (the name ``total`` is reserved), and
 ``[gates]``: the maximum regression in percent per phase name, ``"*"`` (every
 phase without its own) or ``"total"``.
 """
