@@ -211,8 +211,8 @@ def prepare_builds(
     every build. Preparing them concurrently overlaps their downloads and
     image builds. Results keep the order of ``request.specs``.
     """
-    # NOTE: Ctrl-C during preparation takes effect once the running builds
-    # finish, because their threads are not interruptible.
+    # NOTE: Ctrl-C during preparation stops the run at once, but a pip or
+    # image build already started goes on without its parent until it ends.
     with ThreadPoolExecutor(max_workers=len(request.specs) or 1) as executor:
         futures = [
             executor.submit(
