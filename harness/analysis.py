@@ -802,8 +802,8 @@ def warn_manifest(manifest: Mapping[str, Any]) -> list[ReportWarning]:
             )
         )
     status = manifest.get("status", "complete")
-    # A failed run is one whose every build failed: the failed-build warnings
-    # say why.
+    # A failed run is one where every build failed, and the failed-build
+    # warnings give the causes.
     if status not in ("complete", "failed"):
         warnings.append(
             ReportWarning(

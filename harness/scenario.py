@@ -1,11 +1,11 @@
 """Load and validate scenario files.
 
-A scenario is a TOML file: ``name``, ``description``, ``packages`` (installed
-beside the SDK), ``setup`` (untimed code run before the first phase), ``[env]``
-(variables set in the container beside HOME and the image's own), ``[budgets]``
-in seconds (default init 10, invoke 3), an array of ``[[phases]]``, each with
-``name``, ``code`` and ``budget`` (the name ``total`` is reserved), and
-``[gates]``: the maximum regression in percent per phase name, ``"*"`` (every
+A scenario is a TOML file with these keys. ``name``, ``description``,
+``packages`` (installed beside the SDK), ``setup`` (untimed code run before the
+first phase) and ``[env]`` (variables set in the container beside HOME and the
+image's own). ``[budgets]`` in seconds (default init 10, invoke 3), and an
+array of ``[[phases]]``, each with ``name``, ``code`` and ``budget`` (the name
+``total`` is reserved). ``[gates]``: the maximum regression in percent per phase name, ``"*"`` (every
 phase without its own) or ``"total"``.
 """
 
