@@ -1,12 +1,13 @@
 """Load and validate scenario files.
 
-A scenario is a TOML file with these keys. ``name``, ``description``,
+A scenario is a TOML file. Its keys are ``name``, ``description``,
 ``packages`` (installed beside the SDK), ``setup`` (untimed code run before the
-first phase) and ``[env]`` (variables set in the container beside HOME and the
-image's own). ``[budgets]`` in seconds (default init 10, invoke 3), and an
-array of ``[[phases]]``, each with ``name``, ``code`` and ``budget`` (the name
-``total`` is reserved). ``[gates]``: the maximum regression in percent per phase name, ``"*"`` (every
-phase without its own) or ``"total"``.
+first phase), ``[env]`` (variables set in the container beside HOME and the
+image's own) and ``[budgets]`` in seconds (default init 10, invoke 3). An
+array of ``[[phases]]`` gives each phase's ``name``, ``code`` and ``budget``,
+and the name ``total`` is reserved. ``[gates]`` maps a phase name, ``"*"``
+(every phase without its own) or ``"total"`` to its maximum regression in
+percent.
 """
 
 from __future__ import annotations
