@@ -298,9 +298,10 @@ def shaping_options(command: F) -> F:
     "-j",
     "--jobs",
     type=click.IntRange(min=1),
-    help="Containers run at once. Default: floor((cores - 1) / --cpus), at most "
-    "32 and at least 1, so their total CPU quota leaves one core free; a larger "
-    "N is rejected. With --backend swarm, the sum of that over the nodes.",
+    help="Containers run at once. Default: floor((cores - 1) / (--cpus + "
+    "0.25)), at most 32 and at least 1, which charges each container its quota "
+    "and a quarter core for the engine's work. N whose total quota exceeds "
+    "cores - 1 is rejected. With --backend swarm, the sum over the nodes.",
 )
 @click.option(
     "--backend",
@@ -469,6 +470,8 @@ def run(
         )
         phase_names = [phase.name for phase in request.scenario.phases]
         check_threshold_phases([*phase_names, "total"], dict(thresholds))
+        if gate:
+            warn_if_gate_cannot_fail(iterations, request.analysis.alpha)
         outcome = run_experiment(env, request)
     print_report(env, outcome.run_dir, output_format)
     logger.info("wrote %s", outcome.run_dir.path)
@@ -482,6 +485,24 @@ def run(
         publish_to_github(outcome.run_dir, results, metric)
     raise_for_outcome(outcome)
     raise_for_gates(results)
+
+
+def warn_if_gate_cannot_fail(iterations: int, alpha: float) -> None:
+    """Warn when too few iterations make every regression gate pass.
+
+    The smallest two-sided p-value an exact Mann-Whitney U test can reach with
+    n values per build is 2 / C(2n, n): 0.1 at n = 3, 0.029 at n = 4.
+    """
+    smallest_p = 2 / math.comb(2 * iterations, iterations)
+    if smallest_p >= alpha:
+        logger.warning(
+            "with -n %d no regression gate can fail: the smallest possible "
+            "Mann-Whitney p-value is %.3g, not below --alpha %g; use more "
+            "iterations",
+            iterations,
+            smallest_p,
+            alpha,
+        )
 
 
 # Options that a resumed run takes from its manifest.

@@ -155,15 +155,20 @@ def regression_gate(
     result = comparison.result
     change = percent_change(result.ratio)
     slower = result.verdict is Verdict.SLOWER
-    failed = slower and change is not None and change > limit
-    relation = "exceeds" if failed else "is within"
+    exceeds = change is not None and change > limit
+    failed = slower and exceeds
     if change is None:
         relation = "cannot be checked against"
+    else:
+        relation = "exceeds" if exceeds else "is within"
     message = (
         f"{printable(comparison.candidate)} / {printable(comparison.phase)}: "
         f"{describe_change(comparison, confidence)} "
         f"{relation} the maximum regression of {limit:g}%"
     )
+    if exceeds and not failed:
+        # A gate fails only on a significant slowdown (verdict slower).
+        message += ", but the change is not significant"
     if not failed:
         message += f" (verdict: {result.verdict.value})"
     return GateResult(

@@ -313,3 +313,20 @@ def test_image_help_describes_quiet_without_report():
     assert result.returncode == 0
     assert "the report" not in result.stdout
     assert "Print only the command's output, warnings and errors" in result.stdout
+
+
+@pytest.mark.parametrize(("iterations", "warned"), [(3, True), (4, False)])
+def test_gate_warns_when_it_cannot_fail(caplog, monkeypatch, iterations, warned):
+    import logging
+
+    from harness.cli import warn_if_gate_cannot_fail
+
+    # configure_logging, if an earlier test ran it, stops propagation to root.
+    monkeypatch.setattr(logging.getLogger("harness"), "propagate", True)
+    with caplog.at_level("WARNING", logger="harness"):
+        warn_if_gate_cannot_fail(iterations, 0.05)
+    expected = (
+        "with -n 3 no regression gate can fail: the smallest possible "
+        "Mann-Whitney p-value is 0.1, not below --alpha 0.05; use more iterations"
+    )
+    assert caplog.messages == ([expected] if warned else [])

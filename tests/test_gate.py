@@ -78,7 +78,10 @@ def test_large_change_without_significance_passes(summary):
     [result] = regression_results(unsure, {"import stripe": 10})
     assert result.passed
     assert "+100.0%" in result.message
-    assert result.message.endswith("(verdict: inconclusive)")
+    assert result.message.endswith(
+        "exceeds the maximum regression of 10%, but the change is not "
+        "significant (verdict: inconclusive)"
+    )
 
 
 def test_budget_gates_follow_budget_checks(summary):
