@@ -754,7 +754,15 @@ def parse_sweep_axes(options: dict[str, Any], axes_module: Any) -> list[Any]:
         axes.append(axes_module.parse_cpus_axis(options["cpus"]))
     if options["memory"]:
         axes.append(axes_module.parse_memory_axis(options["memory"]))
-    axes += [axes_module.parse_env_axis(text) for text in options["env_axes"]]
+    env_axes = [axes_module.parse_env_axis(text) for text in options["env_axes"]]
+    variables = [axis.variable for axis in env_axes]
+    for variable in variables:
+        if variables.count(variable) > 1:
+            raise InvalidInput(
+                f"--env {variable} is given twice: list all its values in one "
+                f"--env {variable}=V1,V2"
+            )
+    axes += env_axes
     if options["packages"]:
         axes.append(axes_module.parse_packages_axis(options["packages"]))
     if options["images"]:

@@ -146,11 +146,20 @@ def prepare_cell(
         command=request.command,
     )
 
-    manifest = initial_manifest(env, run_request, base, run.run_dir.run_id)
+    manifest = initial_manifest(env, run_request, base, cell_run_id(run.run_dir))
     manifest["builds"] = [build.to_dict() for build in builds]
     manifest["sweep_cell"] = describe_cell(run)
     run.run_dir.write_manifest(manifest)
     return run
+
+
+def cell_run_id(run_dir: RunDirectory) -> str:
+    """Return a cell's run id, unique across sweeps: ``sweep-<id>-cell-01``.
+
+    It names the cell in its manifest and labels its containers; the cell's
+    directory keeps the short name ``cell-01``.
+    """
+    return f"{run_dir.path.parent.parent.name}-{run_dir.run_id}"
 
 
 def describe_cell(run: CellRun) -> dict[str, Any]:
@@ -249,7 +258,7 @@ def run_cell_iteration(
         run.config.scenario,
         run.config.limits,
         planned,
-        run.run_dir.run_id,
+        cell_run_id(run.run_dir),
         env.now,
         labels={**labels, "coldstart.sweep.cell": run.cell.cell_id},
     )

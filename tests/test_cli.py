@@ -330,3 +330,13 @@ def test_gate_warns_when_it_cannot_fail(caplog, monkeypatch, iterations, warned)
         "Mann-Whitney p-value is 0.1, not below --alpha 0.05; use more iterations"
     )
     assert caplog.messages == ([expected] if warned else [])
+
+
+def test_sweep_repeated_env_variable_exits_2():
+    result = coldstart(
+        "sweep", "--baseline", "stripe==15.3.0", "--env", "A=1,2", "--env", "A=3"
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: --env A is given twice: list all its values in one --env A=V1,V2"
+    ]

@@ -198,6 +198,7 @@ def test_sweep_cpu_share_speeds_up(
     manifest = json.loads((sweep_dir / "cells/cell-01/manifest.json").read_text())
     assert manifest["limits"]["cpus"] == 0.1
     assert manifest["sweep_cell"]["settings"] == {"cpus": "0.1"}
+    assert manifest["run_id"] == f"{sweep_dir.name}-cell-01"
     assert len((sweep_dir / "cells/cell-02/raw.jsonl").read_text().splitlines()) == 2
     text = (sweep_dir / "sweep.md").read_text()
     assert (
