@@ -232,7 +232,9 @@ def compare_runs(
     records = relabel_records(run_a, label_a, labels[0])
     records += relabel_records(run_b, label_b, labels[1])
     manifest = combine_manifests(run_a, run_b, labels, (label_a, label_b))
-    summary = summarise(manifest, records, metric=metric)
+    # Round r of one run has no relation to round r of another, so the paired
+    # comparison, which pairs builds by round, does not apply.
+    summary = replace(summarise(manifest, records, metric=metric), paired=())
     logger.info(
         "comparing %s of run %s with %s of run %s",
         label_a,

@@ -35,6 +35,7 @@ def test_baseline_of_a_against_candidate_of_b(tmp_path):
     assert import_stripe.result.verdict.value == "slower"
     assert import_stripe.result.n_baseline == 6
     assert import_stripe.result.n_candidate == 5
+    assert comparison.summary.paired == ()
 
 
 def test_same_build_in_both_runs_gets_run_ids(tmp_path):
@@ -63,6 +64,7 @@ def test_compare_command_names_runs_and_builds(tmp_path, coldstart):
         f"build 15.3.1 of run {RUN_ID} ({run_b}) as the candidate."
     )
     assert f"run {RUN_ID} vs {RUN_ID}" in result.stdout
+    assert "Paired by round" not in result.stdout
 
 
 def test_compare_json_lists_compared_runs(tmp_path, coldstart):
