@@ -818,7 +818,11 @@ def report(
     --metric, --alpha and --min-effect default to the values the run was made
     with.
     """
-    from harness.cli_results import check_github_environment, publish_to_github
+    from harness.cli_results import (
+        check_gates,
+        check_github_environment,
+        publish_to_github,
+    )
     from harness.results import RunDirectory
 
     if github:
@@ -833,7 +837,11 @@ def report(
         min_effect=min_effect,
     )
     if github:
-        publish_to_github(directory, None)
+        results = None
+        if directory.read_manifest().get("gate_options"):
+            # The maximum regressions of an earlier gate check decide the verdict.
+            results = check_gates(directory, [], None, metric)
+        publish_to_github(directory, results, metric)
 
 
 @cli.command(epilog=EXIT_CODE_EPILOG)

@@ -239,6 +239,20 @@ def scenario_gates(manifest: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def resolve_gate_options(
+    manifest: Mapping[str, Any],
+    options: Iterable[tuple[str, float]],
+    default: float | None,
+) -> tuple[list[tuple[str, float]], float | None]:
+    """Return the given maximum regressions, else those the run last stored."""
+    given = list(options)
+    if given or default is not None:
+        return given, default
+    stored = manifest.get("gate_options") or {}
+    phases = stored.get("max_regression") or {}
+    return list(phases.items()), stored.get("max_regression_default")
+
+
 def apply_gates(
     run_dir: RunDirectory,
     report: ReportData,
@@ -252,6 +266,16 @@ def apply_gates(
     """
     from harness.export import get_exporter
 
+    options, default = resolve_gate_options(report.manifest, options, default)
+    if options or default is not None:
+        # Stored so that a later `coldstart gate` or `report --github` without
+        # options checks the same maximum regressions.
+        run_dir.update_manifest(
+            gate_options={
+                "max_regression": dict(options),
+                "max_regression_default": default,
+            }
+        )
     thresholds = merge_thresholds(scenario_gates(report.manifest), options, default)
     results = evaluate_gates(report.summary, thresholds)
     markdown = get_exporter("markdown").render(report)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -264,6 +265,25 @@ def test_gate_github_writes_outputs(tmp_path, coldstart, github_env):
     step_summary = (tmp_path / "step-summary.md").read_text()
     assert step_summary.startswith("<!-- coldstart-report -->\n")
     assert "- **FAILED**: 15.3.1 / import stripe: +76.4%" in step_summary
+
+
+def test_stored_gate_options_reused(tmp_path, coldstart, github_env):
+    run_dir = copy_run(tmp_path / "run", drop_failed=True)
+    first = coldstart("gate", str(run_dir), "--max-regression", "import stripe=10")
+    assert first.returncode == 1
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["gate_options"] == {
+        "max_regression": {"import stripe": 10.0},
+        "max_regression_default": None,
+    }
+    again = coldstart("gate", str(run_dir))
+    assert again.returncode == 1
+    assert IMPORT_FAILED in again.stderr.splitlines()
+    assert "- **FAILED**: 15.3.1 / import stripe" in (run_dir / "report.md").read_text()
+    report = coldstart("report", str(run_dir), "--github")
+    assert report.returncode == 0
+    outputs = parse_github_output((tmp_path / "output").read_text())
+    assert outputs["verdict"] == "fail"
 
 
 def test_report_github_appends(tmp_path, coldstart, github_env):
