@@ -69,7 +69,12 @@ def resolve_execution(
         return replace(execution, jobs=execution.jobs or slots)
     cores = engine_cores(env.docker)
     check_cpu_share(limits, cores)
-    return replace(execution, jobs=resolve_jobs(execution.jobs, cores, limits.cpus))
+    # With --init-cpus a container holds the larger quota during its init phases.
+    if limits.init_cpus is not None and limits.init_cpus > limits.cpus:
+        jobs = resolve_jobs(execution.jobs, cores, limits.init_cpus, "--init-cpus")
+    else:
+        jobs = resolve_jobs(execution.jobs, cores, limits.cpus)
+    return replace(execution, jobs=jobs)
 
 
 def check_cpu_share(limits: Limits, cores: float) -> None:

@@ -82,7 +82,7 @@ def max_jobs(cores: float, cpus: float) -> int:
     return max(1, math.floor(usable_cores(cores) / cpus + 1e-9))
 
 
-def check_jobs(jobs: int, cores: float, cpus: float) -> None:
+def check_jobs(jobs: int, cores: float, cpus: float, option: str = "--cpus") -> None:
     """Raise InvalidInput when ``jobs`` containers would oversubscribe the host.
 
     One job is always allowed, because a single container that requests more
@@ -94,18 +94,23 @@ def check_jobs(jobs: int, cores: float, cpus: float) -> None:
     usable = usable_cores(cores)
     if jobs > 1 and total > usable + 1e-9:
         raise InvalidInput(
-            f"--jobs {jobs} at --cpus {cpus:g} requests {total:g} cores, but this "
+            f"--jobs {jobs} at {option} {cpus:g} requests {total:g} cores, but this "
             f"host has {cores:g} cores and keeps {HEADROOM_CORES:g} free for the "
             f"engine, leaving {usable:g} usable; use --jobs "
             f"{max_jobs(cores, cpus)} or fewer"
         )
 
 
-def resolve_jobs(jobs: int | None, cores: float, cpus: float) -> int:
-    """Return ``jobs`` after checking it, or the default when it is None."""
+def resolve_jobs(
+    jobs: int | None, cores: float, cpus: float, option: str = "--cpus"
+) -> int:
+    """Return ``jobs`` after checking it, or the default when it is None.
+
+    ``option`` names the option that set ``cpus`` in the error message.
+    """
     if jobs is None:
         return default_jobs(cores, cpus)
-    check_jobs(jobs, cores, cpus)
+    check_jobs(jobs, cores, cpus, option)
     return jobs
 
 

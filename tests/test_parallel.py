@@ -445,3 +445,18 @@ def test_cpu_share_above_host_rejected(limits: Limits, message: str) -> None:
 
 def test_cpu_share_of_whole_host_accepted() -> None:
     check_cpu_share(Limits(cpus=2.0, init_cpus=2.0), 2.0)
+
+
+def test_jobs_check_counts_init_quota() -> None:
+    from types import SimpleNamespace
+
+    from harness.backends import Execution, resolve_execution
+
+    engine = SimpleNamespace(info=lambda: {"NCPU": 2})
+    env = SimpleNamespace(docker=engine)
+    limits = Limits(cpus=0.1, init_cpus=1.0)
+    with pytest.raises(InvalidInput) as caught:
+        resolve_execution(env, Execution(jobs=5), limits)
+    assert str(caught.value).startswith("--jobs 5 at --init-cpus 1 requests 5 cores")
+    default = resolve_execution(env, Execution(), limits)
+    assert default.jobs == 1
