@@ -279,6 +279,11 @@ def history(
     configure_logging(quiet, verbose, env)
     if build is not None and spec_contains is not None:
         raise InvalidInput("--build and --spec-contains exclude each other: pass one")
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise InvalidInput(
+            f"invalid --plot {str(plot)!r}: the plot is a PNG, so name the file "
+            "with .png"
+        )
     if reindex:
         count, rows = runs.reindex(results_root)
         logger.info("indexed %d runs (%d rows) in %s", count, rows, results_root)

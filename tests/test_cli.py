@@ -340,3 +340,14 @@ def test_sweep_repeated_env_variable_exits_2():
     assert result.stderr.splitlines() == [
         "error: --env A is given twice: list all its values in one --env A=V1,V2"
     ]
+
+
+def test_history_plot_needs_png_name(tmp_path):
+    result = coldstart(
+        "history", "--results", str(tmp_path), "--plot", str(tmp_path / "h.txt")
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: invalid --plot '{tmp_path / 'h.txt'}': the plot is a PNG, so "
+        "name the file with .png"
+    ]
