@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 INDEX_NAME = "index.sqlite"
 # Version of the index schema, stored as SQLite's user_version. An index of
 # another version is dropped and rebuilt from the run directories.
-INDEX_SCHEMA = 1
+INDEX_SCHEMA = 2
 DEFAULT_STEP_THRESHOLD = 0.10
 
 SCHEMA = """
@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS phase_results (
     cpu_ci_low REAL,
     cpu_ci_high REAL,
     status TEXT NOT NULL,
+    limits TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, build, phase)
 )
 """
@@ -71,6 +72,7 @@ COLUMNS = (
     "cpu_ci_low",
     "cpu_ci_high",
     "status",
+    "limits",
 )
 
 
@@ -91,6 +93,9 @@ class HistoryPoint:
     ci_low: float
     ci_high: float
     status: str
+    # The run's CPU and memory limits, such as "cpus 0.1" or "lambda-128":
+    # runs with different limits form different series.
+    limits: str = ""
 
 
 @dataclass(frozen=True)
@@ -162,9 +167,24 @@ def summary_rows(manifest: Mapping[str, Any], summary: Summary) -> list[tuple]:
                 finite(phase.cpu.median_ci.low),
                 finite(phase.cpu.median_ci.high),
                 manifest.get("status") or "complete",
+                describe_limits(manifest.get("limits") or {}),
             )
         )
     return rows
+
+
+def describe_limits(limits: Mapping[str, Any]) -> str:
+    """Return a run's limits in a few words: its profile, or --cpus and the rest."""
+    if limits.get("profile"):
+        return str(limits["profile"])
+    parts = [f"cpus {limits.get('cpus', 0.1):g}"]
+    if limits.get("init_cpus") is not None:
+        parts.append(f"init {limits['init_cpus']:g}")
+    if limits.get("cpu_period_us", 100_000) != 100_000:
+        parts.append(f"period {limits['cpu_period_us']} us")
+    if limits.get("memory_bytes") is not None:
+        parts.append(f"memory {limits['memory_bytes'] / 2**20:g} MiB")
+    return ", ".join(parts)
 
 
 def index_run(results_root: Path, manifest: Mapping[str, Any], summary: Summary) -> int:
@@ -259,7 +279,8 @@ def query_history(results_root: Path, query: HistoryQuery) -> list[HistoryPoint]
     metric = "wall" if query.metric == "wall" else "cpu"
     sql = (
         "SELECT run_id, started_at, scenario, build, spec, version, commit_sha, "
-        f"phase, n, {metric}_median, {metric}_ci_low, {metric}_ci_high, status "
+        f"phase, n, {metric}_median, {metric}_ci_low, {metric}_ci_high, status, "
+        "limits "
         f"FROM phase_results WHERE {' AND '.join(conditions)} "
         f"AND {metric}_median IS NOT NULL ORDER BY started_at, run_id, build"
     )
@@ -284,14 +305,21 @@ def point_from_row(row: Sequence[Any]) -> HistoryPoint:
         ci_low=low if low is not None else math.nan,
         ci_high=high if high is not None else math.nan,
         status=row[12],
+        limits=row[13],
     )
 
 
-def group_series(points: Sequence[HistoryPoint]) -> dict[str, list[HistoryPoint]]:
-    """Group points by build label, keeping the order of start time."""
-    series: dict[str, list[HistoryPoint]] = {}
+def group_series(
+    points: Sequence[HistoryPoint],
+) -> dict[tuple[str, str], list[HistoryPoint]]:
+    """Group points by build label and limits, keeping the order of start time.
+
+    A change of --cpus or --profile changes the medians by itself, so runs with
+    other limits start another series instead of showing as a step.
+    """
+    series: dict[tuple[str, str], list[HistoryPoint]] = {}
     for point in points:
-        series.setdefault(point.build, []).append(point)
+        series.setdefault((point.build, point.limits), []).append(point)
     return series
 
 
@@ -310,6 +338,9 @@ def find_step_changes(
     changes = []
     for series in group_series(points).values():
         for before, after in zip(series, series[1:], strict=False):
+            # One iteration gives a median without a real CI.
+            if min(before.n, after.n) < 2:
+                continue
             if before.median <= 0 or intervals_overlap(before, after):
                 continue
             step = StepChange(before, after)
@@ -350,7 +381,7 @@ def history_table(
         title=f"{query.phase}: median {query.metric} time per run",
         title_justify="left",
     )
-    for name in ("build", "run", "started", "version", "n"):
+    for name in ("build", "limits", "run", "started", "version", "n"):
         table.add_column(name, justify="right" if name == "n" else "left")
     for name in ("median", "CI", "change"):
         table.add_column(name, justify="right")
@@ -394,6 +425,7 @@ def history_cells(
         interval = f"{point.ci_low:.3f}-{point.ci_high:.3f} s"
     return [
         point.build,
+        point.limits,
         point.run_id,
         point.started_at[:19].replace("T", " "),
         describe_build_point(point),
@@ -419,7 +451,7 @@ def plot_history(
     from matplotlib.dates import AutoDateFormatter, AutoDateLocator
 
     figure, axes = plt.subplots(figsize=(9, 5), layout="constrained")
-    for build, series in group_series(points).items():
+    for (build, limits), series in group_series(points).items():
         times = [to_plot_time(point) for point in series]
         medians = [point.median for point in series]
         errors = [
@@ -432,7 +464,8 @@ def plot_history(
                 for p in series
             ],
         ]
-        axes.errorbar(times, medians, yerr=errors, marker="o", capsize=3, label=build)
+        label = f"{build} ({limits})" if limits else build
+        axes.errorbar(times, medians, yerr=errors, marker="o", capsize=3, label=label)
     for change in changes:
         axes.plot(
             to_plot_time(change.after),

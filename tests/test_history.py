@@ -8,7 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import docker
@@ -20,6 +20,7 @@ from harness.errors import InvalidInput
 from harness.history import (
     HistoryPoint,
     HistoryQuery,
+    describe_limits,
     find_step_changes,
     query_history,
     reindex,
@@ -68,6 +69,39 @@ def test_step_detected_downwards_per_series():
     ]
     steps = find_step_changes(points)
     assert [(s.after.build, round(s.relative, 2)) for s in steps] == [("b", -0.5)]
+
+
+def test_single_iteration_never_a_step():
+    points = [point("run1", 1.0, 1.0, 1.0), point("run2", 3.0, 3.0, 3.0)]
+    points[0] = replace(points[0], n=1)
+    assert find_step_changes(points) == []
+
+
+def test_other_limits_start_new_series():
+    points = [
+        point("run1", 1.0, 0.9, 1.1),
+        replace(point("run2", 0.3, 0.25, 0.35), limits="cpus 0.5"),
+        point("run3", 1.0, 0.9, 1.1),
+    ]
+    points[0] = replace(points[0], limits="cpus 0.1")
+    points[2] = replace(points[2], limits="cpus 0.1")
+    assert find_step_changes(points) == []
+
+
+def test_limits_described_in_few_words():
+    assert describe_limits({"cpus": 0.1, "cpu_period_us": 100_000}) == "cpus 0.1"
+    assert describe_limits({"profile": "lambda-128", "cpus": 0.0724}) == "lambda-128"
+    assert (
+        describe_limits(
+            {
+                "cpus": 0.1,
+                "init_cpus": 1.0,
+                "cpu_period_us": 20_000,
+                "memory_bytes": 2**27,
+            }
+        )
+        == "cpus 0.1, init 1, period 20000 us, memory 128 MiB"
+    )
 
 
 def test_undefined_ci_never_a_step():
