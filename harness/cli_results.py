@@ -292,7 +292,8 @@ def history(
     if not points:
         raise InvalidInput(
             f"no indexed runs match phase {phase!r} and the filters in "
-            f"{runs.index_path(results_root)}"
+            f"{runs.index_path(results_root)} (if runs exist, rebuild the index "
+            "with --reindex)"
         )
     changes = runs.find_step_changes(points, step_threshold / 100)
     text = runs.render_history_text(runs.history_table(points, changes, query))
