@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -208,3 +209,33 @@ def test_breakdown_logs_and_report(stripe_run: Path):
     records = [json.loads(line) for line in lines]
     assert len([r for r in records if not r["warmup"]]) == 4
     assert len([r for r in records if r["warmup"]]) == 2
+
+
+def test_breakdown_runs_without_quota(tmp_path: Path, monkeypatch) -> None:
+    from harness import breakdown as breakdown_module
+    from harness.models import Phase, Scenario
+    from harness.results import RunDirectory
+
+    seen = []
+
+    def record_limits(client, run_dir, build, scenario, limits, planned, command):
+        seen.append(limits)
+        return None
+
+    monkeypatch.setattr(breakdown_module, "run_breakdown_iteration", record_limits)
+    scenario = Scenario(
+        name="s",
+        description="",
+        phases=(Phase("import x", "import x", "init"),),
+        budgets={"init": 10.0},
+    )
+    build = SimpleNamespace(label="baseline")
+    run_dir = RunDirectory.create(tmp_path, "run")
+    limits = Limits(cpus=0.1, init_cpus=0.5, memory_bytes=128 * 2**20, timeout_s=30)
+    breakdown_module.run_breakdown(None, run_dir, [build], scenario, limits, 2)
+    assert len(seen) == 2
+    for used in seen:
+        assert used.cpus == 1.0
+        assert used.init_cpus is None
+        assert used.memory_bytes == 128 * 2**20
+        assert used.timeout_s == 30

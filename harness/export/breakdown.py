@@ -27,9 +27,9 @@ def render_breakdown(
         f"From {iterations} separate iterations per build run with "
         "`python3 -X importtime`, after the timed ones, so the timings above "
         "carry none of its overhead. Times are medians of each module's own "
-        "import time (self) and with its imports (cumulative). Under a CPU "
-        "quota these are wall times, so a module during which the container "
-        "was throttled carries the wait (tens of ms at --cpus 0.1). Raw logs, "
+        "import time (self) and with its imports (cumulative). These "
+        "containers run with a whole core instead of the run's quota, so the "
+        "times are import costs, not throttling waits. Raw logs, "
         f"readable by tuna: `{IMPORTTIME_DIR}/<build>-<iteration>.log`.",
     ]
     builds: Mapping[str, Any] = breakdown.get("builds", {})
