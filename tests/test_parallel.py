@@ -23,7 +23,6 @@ import docker
 import numpy as np
 import pytest
 from images import TEST_LABELS, build_test_image, prepared_build
-from scipy import stats as scipy_stats
 
 from harness.backends import check_cpu_share
 from harness.display import SilentDisplay
@@ -48,6 +47,7 @@ from harness.parallel import (
 )
 from harness.results import RunDirectory
 from harness.runner import PlannedIteration, plan_iterations, run_plan
+from harness.stats import Verdict, compare_medians
 
 # Burns 50 ms of CPU time at import, so at --cpus 0.1 the phase takes about
 # five CFS periods of wall time.
@@ -361,7 +361,10 @@ def test_parallel_matches_serial_medians(
     serial_cpu = phase_values(serial, "cpu_s")
     parallel_cpu = phase_values(parallel, "cpu_s")
     assert abs(np.median(parallel_cpu) / np.median(serial_cpu) - 1) < 0.1
-    assert scipy_stats.mannwhitneyu(serial_cpu, parallel_cpu).pvalue > 0.01
+    # The product's own criterion: the CI of the ratio lies within +-5%. A
+    # plain Mann-Whitney test flags shifts of 0.3% in CPU times this steady.
+    cpu_verdict = compare_medians(serial_cpu, parallel_cpu).verdict
+    assert cpu_verdict is Verdict.NO_CHANGE
     serial_wall = phase_values(serial, "wall_s")
     parallel_wall = phase_values(parallel, "wall_s")
     # Wall time under a 100 ms CFS period moves in whole periods, so a 20%
