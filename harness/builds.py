@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -381,16 +382,31 @@ def prepare_image(
         }
     )
     tag = image_tag_for(key)
-    try:
-        image = env.docker.images.get(tag)
-    except docker.errors.ImageNotFound:
-        pass
-    else:
-        log.info("build %r: reusing image %s", spec.label, tag)
-        return image, key, True
-    log.info("build %r: building image %s on %s", spec.label, tag, base.tag)
-    image = build_image(env, dockerfile, wheelhouse, base, key, tag, build_log)
+    # Builds of one run are prepared in parallel threads. Two with the same
+    # content (two refs of one commit) wait here, so that the second reuses
+    # the first's image instead of building another under the same tag.
+    # NOTE: two coldstart processes can still build one key twice.
+    with image_lock(key):
+        try:
+            image = env.docker.images.get(tag)
+        except docker.errors.ImageNotFound:
+            pass
+        else:
+            log.info("build %r: reusing image %s", spec.label, tag)
+            return image, key, True
+        log.info("build %r: building image %s on %s", spec.label, tag, base.tag)
+        image = build_image(env, dockerfile, wheelhouse, base, key, tag, build_log)
     return image, key, False
+
+
+_image_locks: dict[str, threading.Lock] = {}
+_image_locks_guard = threading.Lock()
+
+
+def image_lock(key: str) -> threading.Lock:
+    """Return the lock of one image key, shared by every thread of the process."""
+    with _image_locks_guard:
+        return _image_locks.setdefault(key, threading.Lock())
 
 
 def image_tag_for(key: str) -> str:

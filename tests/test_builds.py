@@ -437,3 +437,47 @@ def test_wheelhouse_replaced_whole(tmp_path: Path) -> None:
     install_wheelhouse(partial, final)
     assert sorted(path.name for path in final.iterdir()) == ["new-1.0-py3-none-any.whl"]
     assert not partial.exists()
+
+
+def test_same_image_key_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from harness import builds
+
+    built: list[str] = []
+    images: dict[str, str] = {}
+
+    def get(tag: str) -> str:
+        if tag not in images:
+            raise docker.errors.ImageNotFound(tag)
+        return images[tag]
+
+    def build(env, dockerfile, wheelhouse, base, key, tag, build_log):
+        time.sleep(0.2)
+        built.append(tag)
+        images[tag] = f"image {len(built)}"
+        return images[tag]
+
+    monkeypatch.setattr(builds, "build_image", build)
+    monkeypatch.setattr(builds, "list_wheels", lambda wheelhouse: ())
+    env = SimpleNamespace(docker=SimpleNamespace(images=SimpleNamespace(get=get)))
+    wheelhouse = SimpleNamespace(requirements=("fastsdk==1",))
+    base = SimpleNamespace(image_id="sha256:" + "0" * 64, tag="python:3.11-slim")
+    results: dict[str, tuple] = {}
+
+    def prepare(label: str) -> None:
+        spec = SimpleNamespace(label=label)
+        results[label] = builds.prepare_image(
+            env, spec, wheelhouse, base, Path("/dev/null"), builds.logger
+        )
+
+    threads = [threading.Thread(target=prepare, args=(x,)) for x in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(built) == 1
+    assert results["a"][0] == results["b"][0] == "image 1"
+    assert sorted(result[2] for result in results.values()) == [False, True]
