@@ -15,7 +15,7 @@ from typing import Any
 from harness import __version__, resume
 from harness.backends import Execution, resolve_execution, run_measurements
 from harness.baseimage import resolve_base_image
-from harness.breakdown import run_breakdown
+from harness.breakdown import BREAKDOWN_FILE, run_breakdown
 from harness.builds import prepare_build
 from harness.clean import warn_about_dead_runs
 from harness.display import make_display
@@ -94,16 +94,9 @@ def run_experiment(env: Environment, request: RunRequest) -> RunOutcome:
     with stop_on_failure(env, run_dir):
         prepared, failures = prepare_builds(env, request, base, run_dir)
         records = measure(env, request, run_dir, prepared)
-        if request.breakdown and prepared:
-            logger.info("import breakdown: %d iterations per build", request.breakdown)
-            run_breakdown(
-                env.docker,
-                run_dir,
-                prepared,
-                request.scenario,
-                request.limits,
-                request.breakdown,
-            )
+        breakdown_builds(
+            env, run_dir, prepared, request.scenario, request.limits, request.breakdown
+        )
     # "complete" even when some builds failed (the manifest lists them under
     # failed_builds); "failed" when no build could be measured.
     status = "complete" if prepared else "failed"
@@ -165,9 +158,28 @@ def resume_experiment(env: Environment, path: Path, retries: int = 0) -> RunOutc
         run_plan(
             env, run_dir, builds, scenario, limits, plan, make_display(env), retries
         )
+        if not (run_dir.path / BREAKDOWN_FILE).exists():
+            # A run recorded before the plan stored "breakdown" gets none.
+            count = manifest["plan"].get("breakdown", 0)
+            breakdown_builds(env, run_dir, prepared, scenario, limits, count)
     summary = finish_run(env, run_dir, status="complete")
     failed = [BuildFailed(f["label"], f["error"]) for f in manifest["failed_builds"]]
     return RunOutcome(run_dir, summary, failed, run_dir.read_records())
+
+
+def breakdown_builds(
+    env: Environment,
+    run_dir: RunDirectory,
+    prepared: list[PreparedBuild],
+    scenario: Scenario,
+    limits: Limits,
+    iterations: int,
+) -> None:
+    """Run the import breakdown's iterations, unless there are none to run."""
+    if not iterations or not prepared:
+        return
+    logger.info("import breakdown: %d iterations per build", iterations)
+    run_breakdown(env.docker, run_dir, prepared, scenario, limits, iterations)
 
 
 def initial_manifest(
@@ -193,6 +205,7 @@ def initial_manifest(
             "seed": request.seed,
             "warmup": request.warmup,
             "build_in_container": request.build_in_container,
+            "breakdown": request.breakdown,
         },
         "analysis": request.analysis.to_dict(),
         "host": host_info(),

@@ -204,6 +204,11 @@ def test_sigint_then_resume_completes_run(
     manifest = read_manifest(run)
     assert manifest["status"] == "complete"
     assert len(manifest["resumed_at"]) == 1
+    # The interrupted run never reached its import breakdown; the resume runs it.
+    assert manifest["plan"]["breakdown"] == 3
+    breakdown = json.loads((run / "breakdown.json").read_text())
+    assert breakdown["iterations"] == 3
+    assert "## Import breakdown" in (run / "report.md").read_text()
     assert run_containers(docker_client, run) == []
 
     again = coldstart(cache_dir, "run", "--resume", str(run))
