@@ -33,7 +33,7 @@ from harness.engine import read_cpu_model  # noqa: E402
 from harness.environment import Environment  # noqa: E402
 from harness.models import IterationRecord, Limits, Phase, Scenario  # noqa: E402
 from harness.parallel import default_jobs, engine_cores, run_plan_parallel  # noqa: E402
-from harness.results import RunDirectory  # noqa: E402
+from harness.results import RunDirectory, safe_file_name  # noqa: E402
 from harness.runner import plan_iterations, run_plan  # noqa: E402
 from harness.swarm import default_swarm_jobs, list_nodes, run_plan_swarm  # noqa: E402
 
@@ -103,7 +103,7 @@ def run_mode(
     env = Environment(docker_factory=lambda: client, quiet=True)
     builds, preparation_s = prepare(client)
     plan = plan_iterations(list(builds), iterations, "shuffle", seed=iterations)
-    run_dir = RunDirectory.create(root, f"{mode}-{iterations}")
+    run_dir = RunDirectory.create(root, safe_file_name(f"{mode}-{iterations}"))
     run_dir.write_manifest({"status": "running"})
     started = time.monotonic()
     if mode == "-j 1":
