@@ -69,7 +69,7 @@ def resolve_execution(
         return replace(execution, jobs=execution.jobs or slots)
     cores = engine_cores(env.docker)
     check_cpu_share(limits, cores)
-    # With --init-cpus a container holds the larger quota during its init phases.
+    # With --init-cpus a container keeps the larger quota during its init phases.
     if limits.init_cpus is not None and limits.init_cpus > limits.cpus:
         jobs = resolve_jobs(execution.jobs, cores, limits.init_cpus, "--init-cpus")
     else:

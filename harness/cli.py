@@ -88,7 +88,12 @@ def parse_memory(text: str | None) -> int | None:
 
 
 def configure_logging(quiet: bool, verbose: bool, env: Environment) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    if quiet:
+        level = logging.WARNING
+    elif verbose:
+        level = logging.DEBUG
+    else:
+        level = logging.INFO
     handler = RichHandler(
         console=env.stderr, show_time=False, show_path=False, markup=False
     )

@@ -1,4 +1,4 @@
-"""``coldstart doctor``: check what a run needs and say how to fix gaps.
+"""``coldstart doctor``: check what a run needs and print how to fix gaps.
 
 The checks only look: nothing is pulled, built or installed.
 """

@@ -50,7 +50,7 @@ class Environment:
     def docker(self) -> docker.DockerClient:
         """Return the Docker client, connecting on first use.
 
-        Raises EngineUnavailable when no engine answers.
+        Raises EngineUnavailable when no engine responds to a ping.
         """
         if self._client is None:
             if self.docker_factory is not None:

@@ -19,7 +19,7 @@ RESULT_FORMAT = 1
 
 
 class SpecKind(StrEnum):
-    """Where a build's SDK comes from."""
+    """Source kind of a build's SDK."""
 
     REQUIREMENT = "requirement"
     PATH = "path"
@@ -84,7 +84,7 @@ class Sidecar:
 
 @dataclass(frozen=True)
 class Scenario:
-    """What runs inside each container: untimed setup, then timed phases."""
+    """Workload of each container: untimed setup, then timed phases."""
 
     name: str
     description: str
@@ -184,9 +184,9 @@ class PreparedBuild:
 class BaseImage:
     """The base image that measurement images are layered on, as it really is.
 
-    ``requested`` is what the user asked for (``python:3.11-slim``); ``tag`` is
-    what runs, which differs when a stand-in was built because the requested
-    image could not be pulled.
+    ``requested`` is the image the user named (``python:3.11-slim``), and
+    ``tag`` is the image that runs. They differ when the requested image could
+    not be pulled, so a stand-in was built.
     """
 
     requested: str
@@ -235,7 +235,7 @@ class Limits:
 class PhaseResult:
     """Timings of one phase in one iteration.
 
-    ``cgroup`` holds the change in the container's CFS counters over the phase
+    ``cgroup`` contains the change in the container's CFS counters over the phase
     (``nr_periods``, ``nr_throttled``, ``throttled_s``, ``usage_s``) when the
     probe could read them.
     """
@@ -270,7 +270,7 @@ class PhaseResult:
 
 
 class FailureKind(StrEnum):
-    """Why an iteration produced no complete record."""
+    """Cause of an iteration that produced no complete record."""
 
     BUILD = "build"
     PHASE_RAISED = "phase-raised"

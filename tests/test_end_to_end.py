@@ -187,7 +187,7 @@ def test_stripe_raw_is_interleaved(stripe_run: StoredRun):
     rounds: dict[int, list[str]] = {}
     for record in stripe_run.raw:
         rounds.setdefault(record["round"], []).append(record["build"])
-    # Round 0 holds the one warm-up container per build.
+    # Round 0 contains the one warm-up container per build.
     warmups = [record for record in stripe_run.raw if record.get("warmup")]
     assert [record["round"] for record in warmups] == [0, 0]
     assert len(rounds) == 4
